@@ -1,0 +1,1 @@
+fn main() { eprintln!("loadtest: not yet implemented"); }

@@ -1,0 +1,17 @@
+//! roulette: an anonymous one-to-one WebSocket chat server on sharded mio event loops.
+//!
+//! Module map (see ARCHITECTURE.md):
+//! - [`ws`], [`http`], [`chat`]: pure code (no sockets, threads or clock) — the unit-test and fuzz surface.
+//! - [`shard`]: the only place that owns sockets and calls `poll`/`read`/`write`.
+//! - [`xshard`]: the only place that touches crossbeam channels and `mio::Waker`.
+//! - [`server`], [`acceptor`]: thread lifecycle and the accept loop.
+pub mod acceptor;
+pub mod assets;
+pub mod chat;
+pub mod config;
+pub mod http;
+pub mod matchhost;
+pub mod server;
+pub mod shard;
+pub mod ws;
+pub mod xshard;
