@@ -1,0 +1,68 @@
+//! The accept loop: a blocking thread that hands sockets round-robin to the shards. It never
+//! reads from a client socket.
+use crate::server::Shared;
+use crate::xshard::{SendError, ShardHandle, ShardMsg};
+use log::{error, warn};
+use std::io;
+use std::net::TcpListener;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub fn run(listener: TcpListener, shards: Vec<ShardHandle>, shared: Arc<Shared>) {
+    let mut next = 0usize;
+    let mut last_log = Instant::now() - Duration::from_secs(60);
+    loop {
+        let stream = match listener.accept() {
+            Ok((s, _peer)) => s,
+            Err(e) => {
+                shared.accept_errors.fetch_add(1, Ordering::Relaxed);
+                match e.raw_os_error() {
+                    // Out of file descriptors (or kernel memory): survive, back off, retry.
+                    Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM) => {
+                        if last_log.elapsed() >= Duration::from_secs(5) {
+                            warn!("accept failed: {e}; pausing accepts briefly");
+                            last_log = Instant::now();
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    _ if e.kind() == io::ErrorKind::Interrupted => {}
+                    // ECONNABORTED and friends concern one connection only.
+                    _ => {
+                        if last_log.elapsed() >= Duration::from_secs(5) {
+                            warn!("accept failed: {e}");
+                            last_log = Instant::now();
+                        }
+                    }
+                }
+                continue;
+            }
+        };
+        if stream.set_nonblocking(true).is_err() {
+            continue;
+        }
+        // Chat lines are small and latency matters more than packet count.
+        let _ = stream.set_nodelay(true);
+        let mut msg = ShardMsg::NewConn(mio::net::TcpStream::from_std(stream));
+        let mut delivered = false;
+        for i in 0..shards.len() {
+            let idx = (next + i) % shards.len();
+            match shards[idx].try_send(msg) {
+                Ok(()) => {
+                    next = idx + 1;
+                    delivered = true;
+                    break;
+                }
+                Err(SendError::Full(m)) => msg = m,
+                Err(SendError::Disconnected) => {
+                    error!("shard {idx} is gone");
+                    return;
+                }
+            }
+        }
+        if !delivered {
+            // Every shard is saturated: shed this connection (the socket closes on drop).
+            shared.accept_overload.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Every limit of the server in one place, parsed once from flags and `ROULETTE_*` variables.
+//! Defaults and names follow ../shared/PROTOCOL.md ("Limits and bad input").
+use clap::Parser;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Parse a duration given in seconds, fractions allowed (`0.5`).
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !v.is_finite() || v < 0.0 || v > 1.0e9 {
+        return Err(format!("`{s}` is out of range (0 to 1e9 seconds)"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "roulette",
+    version,
+    about = "Anonymous one-to-one WebSocket chat server (talk to a random stranger).",
+    long_about = "Anonymous one-to-one WebSocket chat server (talk to a random stranger).\n\n\
+        Chat protocol on GET /ws, the web client on GET /, health on GET /healthz, Prometheus \
+        metrics on a separate loopback listener. Every flag also reads ROULETTE_<FLAG> from the \
+        environment (e.g. --rate-limit-per-sec <-> ROULETTE_RATE_LIMIT_PER_SEC). Durations are \
+        seconds and accept fractions. Logging: RUST_LOG (default info)."
+)]
+pub struct Config {
+    /// Address of the public listener (HTTP + WebSocket). Port 0 picks a free port; the
+    /// address actually bound is logged as "roulette listening on ADDR".
+    #[arg(long, env = "ROULETTE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Address of the Prometheus metrics listener (GET /metrics). Keep it on loopback or a
+    /// private network.
+    #[arg(long, env = "ROULETTE_METRICS_LISTEN", default_value = "127.0.0.1:9898")]
+    pub metrics_listen: SocketAddr,
+
+    /// Number of event-loop threads (shards), each pinned to a core. Default: one per core.
+    #[arg(long, env = "ROULETTE_SHARDS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub shards: Option<u16>,
+
+    /// Serve GET /echo, which echoes every text and binary message (for conformance suites
+    /// and benchmarks; no chat rules, no rate limit).
+    #[arg(long, env = "ROULETTE_ENABLE_ECHO", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
+    pub enable_echo: bool,
+
+    /// Maximum simultaneous WebSocket connections; further upgrades get 503.
+    #[arg(long, env = "ROULETTE_MAX_CONNECTIONS", default_value_t = 50_000)]
+    pub max_connections: usize,
+
+    /// Longest HTTP request head in bytes; longer heads get 431.
+    #[arg(long, env = "ROULETTE_MAX_HEAD_BYTES", default_value_t = 8192, value_parser = clap::value_parser!(u32).range(256..=1_048_576))]
+    pub max_head_bytes: u32,
+
+    /// Seconds a client has to send its complete request head (slowloris guard).
+    #[arg(long, env = "ROULETTE_HANDSHAKE_TIMEOUT", default_value = "10", value_parser = parse_seconds)]
+    pub handshake_timeout: Duration,
+
+    /// Largest WebSocket message on /ws in bytes, after reassembly; larger ones close 1009.
+    #[arg(long, env = "ROULETTE_MAX_MESSAGE_BYTES", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(125..))]
+    pub max_message_bytes: u32,
+
+    /// Largest WebSocket message on /echo in bytes; larger ones close 1009.
+    #[arg(long, env = "ROULETTE_ECHO_MAX_MESSAGE_BYTES", default_value_t = 16_777_216, value_parser = clap::value_parser!(u32).range(125..))]
+    pub echo_max_message_bytes: u32,
+
+    /// A client whose unsent output exceeds this many bytes is closed with 1008 (on /echo the
+    /// cap is at least twice the echo message limit).
+    #[arg(long, env = "ROULETTE_OUTBOUND_CAP_BYTES", default_value_t = 1_048_576, value_parser = clap::value_parser!(u32).range(4096..))]
+    pub outbound_cap_bytes: u32,
+
+    /// Seconds without any frame from a client before the server pings it.
+    #[arg(long, env = "ROULETTE_IDLE_PING", default_value = "30", value_parser = parse_seconds)]
+    pub idle_ping: Duration,
+
+    /// Seconds to wait for any frame after that ping before closing with 1001.
+    #[arg(long, env = "ROULETTE_PONG_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
+    pub pong_timeout: Duration,
+
+    /// Seconds to wait for clients to finish the close handshake on shutdown.
+    #[arg(long, env = "ROULETTE_GRACE_PERIOD", default_value = "10", value_parser = parse_seconds)]
+    pub grace_period: Duration,
+
+    /// Longest chat line in characters (Unicode scalar values), after trimming.
+    #[arg(long, env = "ROULETTE_MAX_TEXT_CHARS", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_text_chars: u32,
+
+    /// Sustained client messages per second on /ws (token bucket); 0 = no limit.
+    #[arg(long, env = "ROULETTE_RATE_LIMIT_PER_SEC", default_value_t = 20)]
+    pub rate_limit_per_sec: u32,
+
+    /// Token bucket size: messages a client may send in a burst.
+    #[arg(long, env = "ROULETTE_RATE_LIMIT_BURST", default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_burst: u32,
+
+    /// Dropped messages within 10 s after which a client is closed with 1008.
+    #[arg(long, env = "ROULETTE_ABUSE_DROPS", default_value_t = 100)]
+    pub abuse_drops: u32,
+
+    /// Seconds a client with interests waits for a shared interest before anyone will do.
+    #[arg(long, env = "ROULETTE_INTEREST_WAIT", default_value = "5", value_parser = parse_seconds)]
+    pub interest_wait: Duration,
+
+    /// Allowed browser Origin (repeatable; environment: comma-separated). Requests without
+    /// Origin are always allowed. Default: any origin.
+    #[arg(long = "allowed-origin", env = "ROULETTE_ALLOWED_ORIGIN", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Redis URL for cluster mode (redis://HOST:PORT). Without it the node runs alone.
+    #[arg(long, env = "ROULETTE_CLUSTER")]
+    pub cluster: Option<String>,
+
+    /// This node's name in a cluster (default: the host name).
+    #[arg(long, env = "ROULETTE_NODE_NAME")]
+    pub node_name: Option<String>,
+}
+
+impl Config {
+    /// Shards to run: the flag, or one per core.
+    pub fn shard_count(&self) -> usize {
+        self.shards.map(usize::from).unwrap_or_else(num_cpus::get).max(1)
+    }
+
+    /// Outbound cap for an endpoint: /echo gets at least twice its message limit.
+    pub fn echo_outbound_cap(&self) -> usize {
+        (self.outbound_cap_bytes as usize).max(2 * self.echo_max_message_bytes as usize + 4096)
+    }
+
+    /// Checks that clap cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_connections == 0 {
+            return Err("--max-connections must be at least 1".into());
+        }
+        if self.handshake_timeout.is_zero() || self.idle_ping.is_zero() || self.pong_timeout.is_zero() {
+            return Err("--handshake-timeout, --idle-ping and --pong-timeout must be positive".into());
+        }
+        if self.cluster.is_some() {
+            return Err("--cluster: cluster mode is not available in this build yet".into());
+        }
+        Ok(())
+    }
+
+    /// A configuration with every default, for tests and benches.
+    pub fn defaults() -> Config {
+        Config::parse_from(["roulette"])
+    }
+}

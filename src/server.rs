@@ -1,0 +1,240 @@
+//! Bootstrap and thread lifecycle: bind, spawn the acceptor, the shards and the matchmaker,
+//! then turn SIGTERM/SIGINT into a drain and exit.
+use crate::config::Config;
+use crate::matchhost::{self, MatchStats};
+use crate::shard::{self, ShardStats, WAKER_TOKEN};
+use crate::xshard::{ShardHandle, ShardMsg};
+use crate::{acceptor, metrics};
+use log::{error, info, warn};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// State every thread may read; written with relaxed atomics, never locked.
+pub struct Shared {
+    pub config: Config,
+    pub draining: AtomicBool,
+    /// Upgraded WebSocket connections (chat and echo), for `--max-connections`.
+    pub ws_open: AtomicUsize,
+    /// Connected chat clients (the `online` of `hello`).
+    pub online: AtomicUsize,
+    pub shards: Vec<ShardStats>,
+    pub matcher: Arc<MatchStats>,
+    pub accept_errors: std::sync::atomic::AtomicU64,
+    pub accept_overload: std::sync::atomic::AtomicU64,
+    pub started: Instant,
+}
+
+/// Inbox size per shard: big enough to absorb bursts; when full, senders keep messages in
+/// their outbox and retry (DESIGN-NOTES §5), so memory stays bounded and nobody blocks.
+const SHARD_INBOX: usize = 1 << 16;
+const MATCHER_INBOX: usize = 1 << 16;
+
+/// Raise the soft open-file limit to the hard limit (systemd leaves the soft one at 1024).
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            if lim.rlim_cur < lim.rlim_max {
+                let want = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                    lim.rlim_cur = lim.rlim_max;
+                }
+            }
+            info!("open-file limit: {}", lim.rlim_cur);
+        }
+    }
+}
+
+/// Run the server until it is told to stop. Returns the process exit code.
+pub fn run(config: Config) -> i32 {
+    raise_fd_limit();
+    let listener = match TcpListener::bind(config.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            error!("cannot listen on {}: {e}", config.listen);
+            return 1;
+        }
+    };
+    let metrics_listener = match TcpListener::bind(config.metrics_listen) {
+        Ok(l) => l,
+        Err(e) => {
+            error!("cannot listen for metrics on {}: {e}", config.metrics_listen);
+            return 1;
+        }
+    };
+    let n = config.shard_count();
+    let shared = Arc::new(Shared {
+        draining: AtomicBool::new(false),
+        ws_open: AtomicUsize::new(0),
+        online: AtomicUsize::new(0),
+        shards: (0..n).map(|_| ShardStats::default()).collect(),
+        matcher: Arc::new(MatchStats::default()),
+        accept_errors: Default::default(),
+        accept_overload: Default::default(),
+        started: Instant::now(),
+        config,
+    });
+
+    // Build every shard's poll, waker and inbox first, so each can be given all handles.
+    let mut polls = Vec::with_capacity(n);
+    let mut handles = Vec::with_capacity(n);
+    let mut inboxes = Vec::with_capacity(n);
+    for i in 0..n {
+        let poll = match mio::Poll::new() {
+            Ok(p) => p,
+            Err(e) => {
+                error!("shard {i}: cannot create poll: {e}");
+                return 1;
+            }
+        };
+        let waker = match mio::Waker::new(poll.registry(), WAKER_TOKEN) {
+            Ok(w) => Arc::new(w),
+            Err(e) => {
+                error!("shard {i}: cannot create waker: {e}");
+                return 1;
+            }
+        };
+        let (tx, rx) = crossbeam_channel::bounded(SHARD_INBOX);
+        polls.push(poll);
+        handles.push(ShardHandle::new(tx, waker));
+        inboxes.push(rx);
+    }
+    let (match_tx, match_rx) = crossbeam_channel::bounded(MATCHER_INBOX);
+
+    let mut threads = Vec::new();
+    {
+        let handles = handles.clone();
+        let wait = shared.config.interest_wait;
+        let stats = shared.matcher.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("matchmaker".into())
+                .spawn(move || matchhost::run(match_rx, handles, wait, stats)),
+        );
+    }
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    for (i, (poll, inbox)) in polls.into_iter().zip(inboxes).enumerate() {
+        let handles = handles.clone();
+        let match_tx = match_tx.clone();
+        let shared = shared.clone();
+        let core = cores.get(i % cores.len().max(1)).copied();
+        threads.push(std::thread::Builder::new().name(format!("shard-{i}")).spawn(move || {
+            match core {
+                Some(c) if core_affinity::set_for_current(c) => {}
+                _ => warn!("shard {i}: not pinned to a core (affinity unavailable); running unpinned"),
+            }
+            let code = shard::Shard::new(i as u16, poll, inbox, handles, match_tx, shared).run();
+            if code != 0 {
+                error!("shard {i} stopped unexpectedly; exiting so the supervisor restarts us");
+                std::process::exit(code);
+            }
+        }));
+    }
+    if let Some(Err(e)) = threads.iter().find(|t| t.is_err()) {
+        error!("cannot start threads: {e}");
+        return 1;
+    }
+    drop(match_tx);
+
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let maddr = metrics_listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    {
+        let shared = shared.clone();
+        let handles = handles.clone();
+        let spawned = std::thread::Builder::new()
+            .name("acceptor".into())
+            .spawn(move || acceptor::run(listener, handles, shared));
+        if let Err(e) = spawned {
+            error!("cannot start acceptor: {e}");
+            return 1;
+        }
+    }
+    {
+        let shared = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || metrics::serve(metrics_listener, shared));
+        if let Err(e) = spawned {
+            error!("cannot start metrics listener: {e}");
+            return 1;
+        }
+    }
+    info!("metrics listening on {maddr}");
+    info!(
+        "roulette listening on {addr} ({n} shard{}, echo {})",
+        if n == 1 { "" } else { "s" },
+        if shared.config.enable_echo { "on" } else { "off" }
+    );
+    crate::notify::ready();
+
+    wait_for_signals(&shared, &handles)
+}
+
+/// Block until SIGTERM/SIGINT, drain, and return the exit code.
+fn wait_for_signals(shared: &Shared, handles: &[ShardHandle]) -> i32 {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot install signal handlers: {e}");
+            return 1;
+        }
+    };
+    let (sig_tx, sig_rx) = crossbeam_channel::unbounded();
+    let sig_handle = signals.handle();
+    let _ = std::thread::Builder::new().name("signals".into()).spawn(move || {
+        for s in signals.forever() {
+            if sig_tx.send(s).is_err() {
+                break;
+            }
+        }
+    });
+    let watchdog = crate::notify::watchdog_interval();
+    let mut last_beat = vec![0u64; shared.shards.len()];
+    let mut drain_started: Option<Instant> = None;
+    loop {
+        let tick = watchdog.map(|w| w / 2).unwrap_or(Duration::from_millis(500)).min(Duration::from_millis(500));
+        let tick = if drain_started.is_some() { Duration::from_millis(20) } else { tick };
+        match sig_rx.recv_timeout(tick) {
+            Ok(sig) => {
+                if drain_started.is_some() {
+                    warn!("second signal ({sig}): exiting now");
+                    sig_handle.close();
+                    return 130;
+                }
+                info!("signal {sig}: draining (grace period {:?})", shared.config.grace_period);
+                crate::notify::stopping();
+                shared.draining.store(true, Ordering::SeqCst);
+                for h in handles {
+                    if h.send_blocking(ShardMsg::Drain).is_err() {
+                        return 1;
+                    }
+                }
+                drain_started = Some(Instant::now());
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return 1,
+        }
+        if let Some(t) = drain_started {
+            let open = shared.ws_open.load(Ordering::SeqCst);
+            if open == 0 {
+                info!("drained: every connection closed");
+                return 0;
+            }
+            if t.elapsed() >= shared.config.grace_period {
+                warn!("grace period over with {open} connection(s) still open; exiting");
+                return 0;
+            }
+        } else if watchdog.is_some() {
+            // Only tell systemd we are alive when every shard made progress since last time.
+            let beats: Vec<u64> = shared.shards.iter().map(|s| s.loop_turns.load(Ordering::Relaxed)).collect();
+            if beats.iter().zip(&last_beat).all(|(now, before)| now != before) {
+                crate::notify::watchdog();
+            }
+            last_beat = beats;
+        }
+    }
+}

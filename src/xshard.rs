@@ -1,0 +1,168 @@
+//! Messages between threads: the acceptor, the shards and the matchmaker. The only module that
+//! touches crossbeam channels and `mio::Waker`.
+//!
+//! Ordering rule (DESIGN-NOTES §5): a crossbeam channel is FIFO per sender, so everything one
+//! shard sends to another for a pair (the forwarded `Paired`, then `Relay`s, then
+//! `PartnerLeft`) arrives in the order it was sent. That is why the matchmaker tells only one
+//! side of a new pair (`PairMade`), and that side's shard forwards `Paired` to the other.
+use crate::chat::matchmaker::Pairing;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use mio::Waker;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// A connection anywhere in the process. `gen` changes whenever a slot is reused, so a message
+/// for a connection that is gone never reaches its successor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    pub shard: u16,
+    pub slot: u32,
+    pub gen: u32,
+}
+
+/// Work for a shard.
+pub enum ShardMsg {
+    /// A freshly accepted socket (non-blocking, not yet registered).
+    NewConn(mio::net::TcpStream),
+    /// The matchmaker paired `pairing.a` (on this shard) with `pairing.b`.
+    PairMade(Pairing<ConnId>),
+    /// Forwarded by the shard of the other side: `to` is now chatting with `partner`.
+    Paired { to: ConnId, ticket: u32, partner: ConnId, epoch: u64, common: Vec<String> },
+    /// An encoded server frame for `to`, valid only within pair `epoch`.
+    Relay { to: ConnId, epoch: u64, frame: Box<[u8]> },
+    /// The partner of `to` in pair `epoch` left; sent after its last `Relay`.
+    PartnerLeft { to: ConnId, epoch: u64 },
+    /// Start draining: close every WebSocket with 1001.
+    Drain,
+}
+
+/// Requests to the matchmaker thread.
+#[derive(Debug)]
+pub enum MatchReq {
+    Find { user: ConnId, ticket: u32, interests: Vec<String> },
+    Next { user: ConnId, ticket: u32 },
+    Leave { user: ConnId },
+    Gone { user: ConnId },
+}
+
+/// How other threads reach one shard.
+#[derive(Clone)]
+pub struct ShardHandle {
+    tx: Sender<ShardMsg>,
+    waker: Arc<Waker>,
+    wake_pending: Arc<AtomicBool>,
+}
+
+/// Why a send did not go through.
+#[derive(Debug)]
+pub enum SendError<T> {
+    /// The inbox is full; the message is handed back.
+    Full(T),
+    /// The receiving thread is gone: fatal.
+    Disconnected,
+}
+
+impl ShardHandle {
+    pub fn new(tx: Sender<ShardMsg>, waker: Arc<Waker>) -> Self {
+        ShardHandle { tx, waker, wake_pending: Arc::new(AtomicBool::new(false)) }
+    }
+
+    /// Queue one message without blocking and wake the shard unless a wake is pending.
+    pub fn try_send(&self, msg: ShardMsg) -> Result<(), SendError<ShardMsg>> {
+        match self.tx.try_send(msg) {
+            Ok(()) => {
+                self.wake();
+                Ok(())
+            }
+            Err(TrySendError::Full(m)) => Err(SendError::Full(m)),
+            Err(TrySendError::Disconnected(_)) => Err(SendError::Disconnected),
+        }
+    }
+
+    /// Blocking send, for threads that are not event loops (the matchmaker).
+    pub fn send_blocking(&self, msg: ShardMsg) -> Result<(), SendError<ShardMsg>> {
+        self.tx.send(msg).map_err(|_| SendError::Disconnected)?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Move as much of `queue` into the inbox as fits, in order; wake at most once.
+    /// Returns the number of messages sent.
+    pub fn send_batch(&self, queue: &mut VecDeque<ShardMsg>) -> Result<usize, SendError<()>> {
+        let mut sent = 0;
+        while let Some(msg) = queue.pop_front() {
+            match self.tx.try_send(msg) {
+                Ok(()) => sent += 1,
+                Err(TrySendError::Full(m)) => {
+                    queue.push_front(m);
+                    break;
+                }
+                Err(TrySendError::Disconnected(_)) => return Err(SendError::Disconnected),
+            }
+        }
+        if sent > 0 {
+            self.wake();
+        }
+        Ok(sent)
+    }
+
+    /// Wake the loop unless it already has a wake pending: one eventfd write per batch, not per
+    /// message. The receiver clears the flag (`begin_drain`) before draining its inbox.
+    fn wake(&self) {
+        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+            // A failed wake means the loop's poll is gone; the channel send reports that.
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Called by the owning shard before it drains its inbox: a message sent during the drain
+    /// then causes one more (harmless) wake instead of being stranded.
+    pub fn begin_drain(&self) {
+        self.wake_pending.swap(false, Ordering::AcqRel);
+    }
+}
+
+/// The receiving end a shard keeps.
+pub type Inbox = Receiver<ShardMsg>;
+
+/// Outgoing cross-thread messages collected during one loop turn, sent at its end.
+pub struct Outbox {
+    pub to_shards: Vec<VecDeque<ShardMsg>>,
+    pub to_matcher: VecDeque<MatchReq>,
+}
+
+impl Outbox {
+    pub fn new(shards: usize) -> Self {
+        Outbox { to_shards: (0..shards).map(|_| VecDeque::new()).collect(), to_matcher: VecDeque::new() }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.to_matcher.is_empty() && self.to_shards.iter().all(|q| q.is_empty())
+    }
+
+    pub fn queued(&self) -> usize {
+        self.to_matcher.len() + self.to_shards.iter().map(|q| q.len()).sum::<usize>()
+    }
+
+    /// Send what fits. `Err` when a receiving thread died.
+    pub fn flush(&mut self, shards: &[ShardHandle], matcher: &Sender<MatchReq>) -> Result<usize, ()> {
+        let mut sent = 0;
+        for (queue, handle) in self.to_shards.iter_mut().zip(shards) {
+            if !queue.is_empty() {
+                sent += handle.send_batch(queue).map_err(|_| ())?;
+            }
+        }
+        while let Some(req) = self.to_matcher.pop_front() {
+            match matcher.try_send(req) {
+                Ok(()) => sent += 1,
+                Err(TrySendError::Full(r)) => {
+                    self.to_matcher.push_front(r);
+                    break;
+                }
+                Err(TrySendError::Disconnected(_)) => return Err(()),
+            }
+        }
+        Ok(sent)
+    }
+}
