@@ -17,10 +17,16 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientMsg<'a> {
     /// Interests trimmed, lower-cased, de-duplicated (first occurrence order kept).
-    Find { interests: Vec<String> },
+    Find {
+        interests: Vec<String>,
+    },
     /// Text already trimmed and within the limit.
-    Message { text: Cow<'a, str> },
-    Typing { active: bool },
+    Message {
+        text: Cow<'a, str>,
+    },
+    Typing {
+        active: bool,
+    },
     Next,
     Leave,
 }
@@ -105,10 +111,14 @@ pub fn parse_client_message(
                 interests: Vec::new(),
             }),
             Field::Other => Err(ErrorCode::BadInterests),
-            Field::Value(tags) => normalise_interests(tags).map(|interests| ClientMsg::Find { interests }),
+            Field::Value(tags) => {
+                normalise_interests(tags).map(|interests| ClientMsg::Find { interests })
+            }
         },
         Field::Value(Kind::Message) => match raw.text {
-            Field::Value(text) => validate_text(text, max_text_chars).map(|text| ClientMsg::Message { text }),
+            Field::Value(text) => {
+                validate_text(text, max_text_chars).map(|text| ClientMsg::Message { text })
+            }
             Field::Absent | Field::Other => Err(ErrorCode::BadJson),
         },
         Field::Value(Kind::Typing) => match raw.active {
@@ -595,7 +605,10 @@ mod tests {
         );
         assert_eq!(parse(r#"{"type":"next"}"#), Ok(ClientMsg::Next));
         assert_eq!(parse(r#"{"type":"leave"}"#), Ok(ClientMsg::Leave));
-        assert_eq!(parse(" \n{ \"type\" : \"leave\" }\r\n\t"), Ok(ClientMsg::Leave));
+        assert_eq!(
+            parse(" \n{ \"type\" : \"leave\" }\r\n\t"),
+            Ok(ClientMsg::Leave)
+        );
     }
 
     #[test]
@@ -698,13 +711,12 @@ mod tests {
     #[test]
     fn other_fields_are_ignored() {
         assert_eq!(
-            parse(r#"{"x":{"a":[1,2.5,null,true,"s"]},"type":"leave","text":5,"active":"y","interests":7}"#),
+            parse(
+                r#"{"x":{"a":[1,2.5,null,true,"s"]},"type":"leave","text":5,"active":"y","interests":7}"#
+            ),
             Ok(ClientMsg::Leave)
         );
-        assert_eq!(
-            parse(r#"{"type":"find","text":5,"active":[]}"#),
-            find(&[])
-        );
+        assert_eq!(parse(r#"{"type":"find","text":5,"active":[]}"#), find(&[]));
         assert_eq!(
             parse(r#"{"type":"message","text":"hi","interests":5,"active":{}}"#),
             msg("hi")
@@ -720,17 +732,26 @@ mod tests {
     #[test]
     fn duplicate_keys_do_not_panic() {
         // The last one wins.
-        assert_eq!(parse(r#"{"type":"x","type":"leave"}"#), Ok(ClientMsg::Leave));
+        assert_eq!(
+            parse(r#"{"type":"x","type":"leave"}"#),
+            Ok(ClientMsg::Leave)
+        );
         assert_eq!(
             parse(r#"{"type":"message","text":"a","text":"b"}"#),
             msg("b")
         );
-        assert_eq!(parse(r#"{"type":"leave","type":5}"#), Err(ErrorCode::BadJson));
+        assert_eq!(
+            parse(r#"{"type":"leave","type":5}"#),
+            Err(ErrorCode::BadJson)
+        );
     }
 
     #[test]
     fn text_trimming_and_limits() {
-        assert_eq!(parse(r#"{"type":"message","text":"  hi there \n"}"#), msg("hi there"));
+        assert_eq!(
+            parse(r#"{"type":"message","text":"  hi there \n"}"#),
+            msg("hi there")
+        );
         assert_eq!(
             parse(r#"{"type":"message","text":" a\u00a0b\t"}"#),
             Ok(ClientMsg::Message {
@@ -759,7 +780,10 @@ mod tests {
             Ok(ClientMsg::Message { .. })
         ));
         let long = json(&"é".repeat(6));
-        assert_eq!(parse_client_message(long.as_bytes(), 5), Err(ErrorCode::TooLong));
+        assert_eq!(
+            parse_client_message(long.as_bytes(), 5),
+            Err(ErrorCode::TooLong)
+        );
         let ok = json(&"a".repeat(2000));
         assert!(parse(&ok).is_ok());
         let long = json(&"a".repeat(2001));
@@ -854,10 +878,13 @@ mod tests {
                 .collect();
             json!({"type":"find","interests":tags}).to_string()
         };
-        assert_eq!(parse(&list(8, false)).map(|m| match m {
-            ClientMsg::Find { interests } => interests.len(),
-            _ => 0,
-        }), Ok(8));
+        assert_eq!(
+            parse(&list(8, false)).map(|m| match m {
+                ClientMsg::Find { interests } => interests.len(),
+                _ => 0,
+            }),
+            Ok(8)
+        );
         assert_eq!(parse(&list(9, false)), Err(ErrorCode::BadInterests));
         // Duplicates count as sent.
         assert_eq!(parse(&list(8, true)), find(&["x"]));
@@ -893,19 +920,39 @@ mod tests {
     #[test]
     fn validation_order() {
         // bad JSON before anything
-        assert_eq!(parse(r#"{"type":"x","text":"\ud800"}"#), Err(ErrorCode::BadJson));
+        assert_eq!(
+            parse(r#"{"type":"x","text":"\ud800"}"#),
+            Err(ErrorCode::BadJson)
+        );
         // unknown type before field checks
-        assert_eq!(parse(r#"{"type":"y","interests":[1]}"#), Err(ErrorCode::UnknownType));
+        assert_eq!(
+            parse(r#"{"type":"y","interests":[1]}"#),
+            Err(ErrorCode::UnknownType)
+        );
         // a field of another type is not checked
-        assert_eq!(parse(r#"{"type":"next","interests":[1]}"#), Ok(ClientMsg::Next));
-        assert_eq!(parse(r#"{"type":"typing","active":true,"text":""}"#), Ok(ClientMsg::Typing { active: true }));
+        assert_eq!(
+            parse(r#"{"type":"next","interests":[1]}"#),
+            Ok(ClientMsg::Next)
+        );
+        assert_eq!(
+            parse(r#"{"type":"typing","active":true,"text":""}"#),
+            Ok(ClientMsg::Typing { active: true })
+        );
     }
 
     #[test]
     fn does_not_panic_on_deep_nesting() {
-        let deep = format!(r#"{{"type":"leave","x":{}{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
+        let deep = format!(
+            r#"{{"type":"leave","x":{}{}}}"#,
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
         assert_eq!(parse(&deep), Err(ErrorCode::BadJson));
-        let ok = format!(r#"{{"type":"leave","x":{}{}}}"#, "[".repeat(100), "]".repeat(100));
+        let ok = format!(
+            r#"{{"type":"leave","x":{}{}}}"#,
+            "[".repeat(100),
+            "]".repeat(100)
+        );
         assert_eq!(parse(&ok), Ok(ClientMsg::Leave));
     }
 
@@ -974,13 +1021,19 @@ mod tests {
 
     #[test]
     fn writers_parse_back() {
-        assert_eq!(written(|o| write_hello(o, 1234)), json!({"type":"hello","online":1234}));
+        assert_eq!(
+            written(|o| write_hello(o, 1234)),
+            json!({"type":"hello","online":1234})
+        );
         assert_eq!(written(write_waiting), json!({"type":"waiting"}));
         assert_eq!(
             written(|o| write_paired(o, &["mü\"sic".into(), "rust".into()])),
             json!({"type":"paired","common":["mü\"sic","rust"]})
         );
-        assert_eq!(written(|o| write_typing(o, true)), json!({"type":"typing","active":true}));
+        assert_eq!(
+            written(|o| write_typing(o, true)),
+            json!({"type":"typing","active":true})
+        );
         assert_eq!(written(write_partner_left), json!({"type":"partner_left"}));
         for c in ErrorCode::ALL {
             assert_eq!(
@@ -992,7 +1045,14 @@ mod tests {
             .filter_map(char::from_u32)
             .chain("\u{2028}\u{2029}😀\u{fffd}\u{10ffff}".chars())
             .collect();
-        for text in ["", "hi", "a\"b\\c/d", "\u{0}\u{1}\u{1f}\u{7f}", "line\nbreak\r\t\u{8}\u{c}", &nasty] {
+        for text in [
+            "",
+            "hi",
+            "a\"b\\c/d",
+            "\u{0}\u{1}\u{1f}\u{7f}",
+            "line\nbreak\r\t\u{8}\u{c}",
+            &nasty,
+        ] {
             assert_eq!(
                 written(|o| write_message(o, text)),
                 json!({"type":"message","text":text})
@@ -1001,7 +1061,10 @@ mod tests {
         // Non-ASCII stays raw UTF-8; control characters are escaped.
         let mut out = Vec::new();
         write_message(&mut out, "é\u{1}\n");
-        assert_eq!(out, "{\"type\":\"message\",\"text\":\"é\\u0001\\n\"}".as_bytes());
+        assert_eq!(
+            out,
+            "{\"type\":\"message\",\"text\":\"é\\u0001\\n\"}".as_bytes()
+        );
     }
 
     #[test]
@@ -1024,7 +1087,12 @@ mod tests {
     fn round_trip_message_through_writer_and_parser() {
         // What a client sends, trimmed, is what the partner gets.
         let mut out = Vec::new();
-        for text in ["  hello  ", "\u{1}a\u{1f}", "😀 \"q\" \\", " \u{a0} x \u{a0} "] {
+        for text in [
+            "  hello  ",
+            "\u{1}a\u{1f}",
+            "😀 \"q\" \\",
+            " \u{a0} x \u{a0} ",
+        ] {
             out.clear();
             write_message(&mut out, text);
             match parse_client_message(&out, MAX) {
@@ -1035,6 +1103,10 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
         #[test]
         fn parse_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
             let _ = parse_client_message(&bytes, 10);

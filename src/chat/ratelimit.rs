@@ -31,7 +31,9 @@ pub enum RateVerdict {
     Allow,
     /// Dropped. `notify`: a `rate_limited` error may be sent if the message was a chat
     /// `message` (at most 3 such errors per second).
-    Drop { notify: bool },
+    Drop {
+        notify: bool,
+    },
     /// More than `abuse_drops` drops within 10 s: close 1008.
     Abuse,
 }
@@ -69,7 +71,12 @@ impl RateLimiter {
     }
 
     /// Charge one data message received at `now_ms` (milliseconds on any monotonic clock).
-    pub fn check(&mut self, cfg: &RateLimitConfig, now_ms: u64, is_chat_message: bool) -> RateVerdict {
+    pub fn check(
+        &mut self,
+        cfg: &RateLimitConfig,
+        now_ms: u64,
+        is_chat_message: bool,
+    ) -> RateVerdict {
         if cfg.per_sec == 0 {
             return RateVerdict::Allow;
         }
@@ -237,7 +244,10 @@ mod tests {
             rl.check(&CFG, T0, false);
         }
         for i in 0..100 {
-            assert!(matches!(rl.check(&CFG, T0, false), RateVerdict::Drop { .. }), "{i}");
+            assert!(
+                matches!(rl.check(&CFG, T0, false), RateVerdict::Drop { .. }),
+                "{i}"
+            );
         }
         assert_eq!(rl.recent_drops(), 100);
         assert_eq!(rl.check(&CFG, T0, false), RateVerdict::Abuse);
@@ -276,7 +286,10 @@ mod tests {
                 assert_eq!(rl.check(&CFG, t, false), RateVerdict::Allow);
             }
             for _ in 0..10 {
-                assert!(matches!(rl.check(&CFG, t, false), RateVerdict::Drop { .. }), "second {s}");
+                assert!(
+                    matches!(rl.check(&CFG, t, false), RateVerdict::Drop { .. }),
+                    "second {s}"
+                );
             }
         }
     }
@@ -288,7 +301,10 @@ mod tests {
             rl.check(&CFG, T0, false);
         }
         for _ in 0..100 {
-            assert!(matches!(rl.check(&CFG, T0, false), RateVerdict::Drop { .. }));
+            assert!(matches!(
+                rl.check(&CFG, T0, false),
+                RateVerdict::Drop { .. }
+            ));
         }
         let t = T0 + 10_000;
         for _ in 0..40 {
@@ -300,10 +316,7 @@ mod tests {
 
     #[test]
     fn unlimited_when_per_sec_is_zero() {
-        let cfg = RateLimitConfig {
-            per_sec: 0,
-            ..CFG
-        };
+        let cfg = RateLimitConfig { per_sec: 0, ..CFG };
         let mut rl = RateLimiter::new(&cfg, 0);
         for _ in 0..100_000 {
             assert_eq!(rl.check(&cfg, 0, true), RateVerdict::Allow);
@@ -355,6 +368,10 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
         /// Over any run, allowed messages never exceed burst + per_sec * elapsed, and drops
         /// never trigger abuse while the true count of drops in every 10-s window is at
         /// most `abuse_drops`.

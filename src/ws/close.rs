@@ -56,7 +56,9 @@ mod tests {
 
     #[test]
     fn autobahn_valid_codes() {
-        for c in [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999] {
+        for c in [
+            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999,
+        ] {
             assert!(is_valid_close_code(c), "{c}");
         }
         for c in [1012, 1013, 1014] {
@@ -66,7 +68,9 @@ mod tests {
 
     #[test]
     fn autobahn_invalid_codes() {
-        for c in [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
+        for c in [
+            0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
             assert!(!is_valid_close_code(c), "{c}");
         }
     }
@@ -74,13 +78,27 @@ mod tests {
     #[test]
     fn parse_payloads() {
         assert_eq!(parse_close_payload(&[]), Ok((None, "")));
-        assert_eq!(parse_close_payload(&[0x03]), Err(WsError::InvalidClosePayload));
+        assert_eq!(
+            parse_close_payload(&[0x03]),
+            Err(WsError::InvalidClosePayload)
+        );
         assert_eq!(parse_close_payload(&[0x03, 0xe8]), Ok((Some(1000), "")));
         assert_eq!(parse_close_payload(b"\x03\xe8bye"), Ok((Some(1000), "bye")));
-        assert_eq!(parse_close_payload(&[0x03, 0xed]), Err(WsError::InvalidCloseCode(1005)));
-        assert_eq!(parse_close_payload(b"\x03\xe8\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80"), Err(WsError::InvalidCloseReason));
+        assert_eq!(
+            parse_close_payload(&[0x03, 0xed]),
+            Err(WsError::InvalidCloseCode(1005))
+        );
+        assert_eq!(
+            parse_close_payload(
+                b"\x03\xe8\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80"
+            ),
+            Err(WsError::InvalidCloseReason)
+        );
         // A truncated character in the reason is invalid too.
-        assert_eq!(parse_close_payload(b"\x03\xe8a\xc3"), Err(WsError::InvalidCloseReason));
+        assert_eq!(
+            parse_close_payload(b"\x03\xe8a\xc3"),
+            Err(WsError::InvalidCloseReason)
+        );
     }
 
     #[test]

@@ -13,11 +13,27 @@ pub fn write_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
 }
 /// Append only a header (unmasked) for a payload of `len` bytes.
 pub fn write_frame_header(out: &mut Vec<u8>, opcode: OpCode, fin: bool, len: usize) {
-    FrameHeader { fin, opcode, mask: None, payload_len: len as u64 }.encode(out);
+    debug_assert!(
+        !opcode.is_control() || (fin && len <= 125),
+        "invalid control frame"
+    );
+    FrameHeader {
+        fin,
+        opcode,
+        mask: None,
+        payload_len: len as u64,
+    }
+    .encode(out);
 }
 /// Append a close frame with a status code and a reason (truncated to fit 125 bytes on a
 /// char boundary).
 pub fn write_close(out: &mut Vec<u8>, code: u16, reason: &str) {
+    // "1005 … 1006 … 1015 … MUST NOT be set as a status code in a Close control frame by an
+    // endpoint" (RFC 6455 §7.4.1).
+    debug_assert!(
+        !matches!(code, 1005 | 1006 | 1015),
+        "close code {code} must not be sent"
+    );
     let start = out.len();
     // Payload ≤ 125 bytes: the header is always 2 bytes; write a placeholder and patch it.
     out.extend_from_slice(&[0, 0]);
@@ -29,8 +45,20 @@ pub fn write_close(out: &mut Vec<u8>, code: u16, reason: &str) {
     }
 }
 /// Append one masked frame (client role).
-pub fn write_masked_frame(out: &mut Vec<u8>, opcode: OpCode, fin: bool, payload: &[u8], mask: [u8; 4]) {
-    FrameHeader { fin, opcode, mask: Some(mask), payload_len: payload.len() as u64 }.encode(out);
+pub fn write_masked_frame(
+    out: &mut Vec<u8>,
+    opcode: OpCode,
+    fin: bool,
+    payload: &[u8],
+    mask: [u8; 4],
+) {
+    FrameHeader {
+        fin,
+        opcode,
+        mask: Some(mask),
+        payload_len: payload.len() as u64,
+    }
+    .encode(out);
     let start = out.len();
     out.extend_from_slice(payload);
     if let Some(body) = out.get_mut(start..) {
@@ -52,8 +80,17 @@ mod tests {
     #[test]
     fn rfc_masked_hello() {
         let mut out = Vec::new();
-        write_masked_frame(&mut out, OpCode::Text, true, b"Hello", [0x37, 0xfa, 0x21, 0x3d]);
-        assert_eq!(out, [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+        write_masked_frame(
+            &mut out,
+            OpCode::Text,
+            true,
+            b"Hello",
+            [0x37, 0xfa, 0x21, 0x3d],
+        );
+        assert_eq!(
+            out,
+            [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
+        );
     }
 
     #[test]

@@ -70,15 +70,23 @@ impl fmt::Display for WsError {
             WsError::ReservedBits => f.write_str("reserved bits set without an extension"),
             WsError::ReservedOpcode(op) => write!(f, "reserved opcode {op:#x}"),
             WsError::FragmentedControl => f.write_str("fragmented control frame"),
-            WsError::ControlTooLong(len) => write!(f, "control frame payload of {len} bytes (max 125)"),
-            WsError::UnexpectedContinuation => f.write_str("continuation frame with no message open"),
+            WsError::ControlTooLong(len) => {
+                write!(f, "control frame payload of {len} bytes (max 125)")
+            }
+            WsError::UnexpectedContinuation => {
+                f.write_str("continuation frame with no message open")
+            }
             WsError::ExpectedContinuation => f.write_str("new data frame while a message is open"),
-            WsError::LengthMsbSet => f.write_str("64-bit payload length with the most significant bit set"),
+            WsError::LengthMsbSet => {
+                f.write_str("64-bit payload length with the most significant bit set")
+            }
             WsError::InvalidCloseCode(code) => write!(f, "invalid close code {code}"),
             WsError::InvalidClosePayload => f.write_str("close payload of 1 byte"),
             WsError::InvalidCloseReason => f.write_str("close reason is not valid UTF-8"),
             WsError::InvalidUtf8 => f.write_str("text message is not valid UTF-8"),
-            WsError::MessageTooBig { size, max } => write!(f, "message of {size} bytes exceeds the limit of {max}"),
+            WsError::MessageTooBig { size, max } => {
+                write!(f, "message of {size} bytes exceeds the limit of {max}")
+            }
         }
     }
 }
@@ -104,12 +112,18 @@ mod tests {
         assert_eq!(WsError::InvalidClosePayload.close_code(), 1002);
         assert_eq!(WsError::InvalidCloseReason.close_code(), 1007);
         assert_eq!(WsError::InvalidUtf8.close_code(), 1007);
-        assert_eq!(WsError::MessageTooBig { size: 2, max: 1 }.close_code(), 1009);
+        assert_eq!(
+            WsError::MessageTooBig { size: 2, max: 1 }.close_code(),
+            1009
+        );
     }
 
     #[test]
     fn display_is_informative() {
-        assert_eq!(WsError::ReservedOpcode(0xB).to_string(), "reserved opcode 0xb");
+        assert_eq!(
+            WsError::ReservedOpcode(0xB).to_string(),
+            "reserved opcode 0xb"
+        );
         assert_eq!(
             WsError::MessageTooBig { size: 10, max: 4 }.to_string(),
             "message of 10 bytes exceeds the limit of 4"

@@ -125,9 +125,8 @@ impl FrameHeader {
         };
         let (fin, opcode, masked) = Self::check_prefix(b0, b1)?;
         let total = header_len(b1);
-        let Some(rest) = buf.get(2..total) else {
-            return Ok(None);
-        };
+        // Length rules are checked as soon as the length is in, before the mask.
+        let rest = buf.get(2..).unwrap_or(&[]);
         let (payload_len, rest) = match (b1 & 0x7F, rest) {
             (126, [a, b, rest @ ..]) => (u64::from(u16::from_be_bytes([*a, *b])), rest),
             (127, [a, b, c, d, e, f, g, h, rest @ ..]) => {
@@ -137,18 +136,26 @@ impl FrameHeader {
                 }
                 (len, rest)
             }
+            (126 | 127, _) => return Ok(None),
             (len, rest) => (u64::from(len), rest),
         };
         if opcode.is_control() && payload_len > MAX_CONTROL_PAYLOAD as u64 {
             return Err(WsError::ControlTooLong(payload_len));
         }
         let mask = match (masked, rest) {
-            (true, [a, b, c, d]) => Some([*a, *b, *c, *d]),
-            (false, []) => None,
-            // `total` was computed from the same mask bit and length form.
+            (true, [a, b, c, d, ..]) => Some([*a, *b, *c, *d]),
+            (false, _) => None,
             _ => return Ok(None),
         };
-        Ok(Some((FrameHeader { fin, opcode, mask, payload_len }, total)))
+        Ok(Some((
+            FrameHeader {
+                fin,
+                opcode,
+                mask,
+                payload_len,
+            },
+            total,
+        )))
     }
 
     /// Append this header, with the minimal length form.
@@ -189,16 +196,33 @@ mod tests {
     fn parse_rfc_examples() {
         // RFC 6455 §5.7: unmasked "Hello".
         let h = FrameHeader::parse(&[0x81, 0x05, 0x48]).unwrap().unwrap();
-        assert_eq!(h, (FrameHeader { fin: true, opcode: OpCode::Text, mask: None, payload_len: 5 }, 2));
+        assert_eq!(
+            h,
+            (
+                FrameHeader {
+                    fin: true,
+                    opcode: OpCode::Text,
+                    mask: None,
+                    payload_len: 5
+                },
+                2
+            )
+        );
         // Masked "Hello".
-        let h = FrameHeader::parse(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f]).unwrap().unwrap();
+        let h = FrameHeader::parse(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f])
+            .unwrap()
+            .unwrap();
         assert_eq!(h.0.mask, Some([0x37, 0xfa, 0x21, 0x3d]));
         assert_eq!(h.1, 6);
         // 256 bytes binary in one unmasked frame.
-        let h = FrameHeader::parse(&[0x82, 0x7E, 0x01, 0x00]).unwrap().unwrap();
+        let h = FrameHeader::parse(&[0x82, 0x7E, 0x01, 0x00])
+            .unwrap()
+            .unwrap();
         assert_eq!((h.0.payload_len, h.1), (256, 4));
         // 64 KiB binary in one unmasked frame.
-        let h = FrameHeader::parse(&[0x82, 0x7F, 0, 0, 0, 0, 0, 0x01, 0, 0]).unwrap().unwrap();
+        let h = FrameHeader::parse(&[0x82, 0x7F, 0, 0, 0, 0, 0, 0x01, 0, 0])
+            .unwrap()
+            .unwrap();
         assert_eq!((h.0.payload_len, h.1), (65536, 10));
     }
 
@@ -213,14 +237,38 @@ mod tests {
 
     #[test]
     fn parse_rejects() {
-        assert_eq!(FrameHeader::parse(&[0xC1, 0x80]), Err(WsError::ReservedBits));
-        assert_eq!(FrameHeader::parse(&[0xA1, 0x80]), Err(WsError::ReservedBits));
-        assert_eq!(FrameHeader::parse(&[0x91, 0x80]), Err(WsError::ReservedBits));
-        assert_eq!(FrameHeader::parse(&[0x83, 0x80]), Err(WsError::ReservedOpcode(3)));
-        assert_eq!(FrameHeader::parse(&[0x8F, 0x80]), Err(WsError::ReservedOpcode(15)));
-        assert_eq!(FrameHeader::parse(&[0x09, 0x80]), Err(WsError::FragmentedControl));
-        assert_eq!(FrameHeader::parse(&[0x89, 0xFE, 0, 126]), Err(WsError::ControlTooLong(126)));
-        assert_eq!(FrameHeader::parse(&[0x88, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 1]), Err(WsError::LengthMsbSet));
+        assert_eq!(
+            FrameHeader::parse(&[0xC1, 0x80]),
+            Err(WsError::ReservedBits)
+        );
+        assert_eq!(
+            FrameHeader::parse(&[0xA1, 0x80]),
+            Err(WsError::ReservedBits)
+        );
+        assert_eq!(
+            FrameHeader::parse(&[0x91, 0x80]),
+            Err(WsError::ReservedBits)
+        );
+        assert_eq!(
+            FrameHeader::parse(&[0x83, 0x80]),
+            Err(WsError::ReservedOpcode(3))
+        );
+        assert_eq!(
+            FrameHeader::parse(&[0x8F, 0x80]),
+            Err(WsError::ReservedOpcode(15))
+        );
+        assert_eq!(
+            FrameHeader::parse(&[0x09, 0x80]),
+            Err(WsError::FragmentedControl)
+        );
+        assert_eq!(
+            FrameHeader::parse(&[0x89, 0x7E, 0, 126]),
+            Err(WsError::ControlTooLong(126))
+        );
+        assert_eq!(
+            FrameHeader::parse(&[0x88, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 1]),
+            Err(WsError::LengthMsbSet)
+        );
         // Non-minimal lengths are allowed.
         let h = FrameHeader::parse(&[0x82, 0x7E, 0, 5]).unwrap().unwrap();
         assert_eq!(h.0.payload_len, 5);
@@ -231,9 +279,21 @@ mod tests {
 
     #[test]
     fn encode_minimal_forms() {
-        for (len, hl) in [(0usize, 2usize), (125, 2), (126, 4), (65535, 4), (65536, 10), (1 << 40, 10)] {
+        for (len, hl) in [
+            (0usize, 2usize),
+            (125, 2),
+            (126, 4),
+            (65535, 4),
+            (65536, 10),
+            (1 << 40, 10),
+        ] {
             for mask in [None, Some([1, 2, 3, 4])] {
-                let h = FrameHeader { fin: true, opcode: OpCode::Binary, mask, payload_len: len as u64 };
+                let h = FrameHeader {
+                    fin: true,
+                    opcode: OpCode::Binary,
+                    mask,
+                    payload_len: len as u64,
+                };
                 let mut out = Vec::new();
                 h.encode(&mut out);
                 let want = hl + if mask.is_some() { 4 } else { 0 };

@@ -24,7 +24,7 @@ pub fn apply_mask(buf: &mut [u8], mask: [u8; 4], offset: usize) {
         *w = (u64::from_ne_bytes(*w) ^ word).to_ne_bytes();
     }
     // `words` covered a multiple of 8 (so of 4) bytes: the tail starts at mask phase 0 of `m`.
-    for (b, k) in tail.iter_mut().zip(m) {
+    for (b, k) in tail.iter_mut().zip(m.iter().cycle()) {
         *b ^= k;
     }
 }
@@ -60,7 +60,9 @@ mod tests {
     #[test]
     fn matches_byte_loop_at_every_alignment_offset_and_length() {
         let mask = [0xA5, 0x3C, 0x0F, 0xF1];
-        let backing: Vec<u8> = (0..200u32).map(|i| (i.wrapping_mul(151) ^ (i >> 3)) as u8).collect();
+        let backing: Vec<u8> = (0..200u32)
+            .map(|i| (i.wrapping_mul(151) ^ (i >> 3)) as u8)
+            .collect();
         for align in 0..16 {
             for offset in 0..8 {
                 for len in 0..=64 {

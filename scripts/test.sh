@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The one test command (README "Tests"; .ci/run calls exactly this). Installs what it needs on
+# a fresh Debian machine, then: format and lint, unit + integration tests, the Autobahn
+# conformance suite against the release binary (diffed case by case with a committed golden
+# file), the Prometheus exposition checked by promtool and the Python parser, and the web
+# client's end-to-end tests in headless Chromium.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+SHARED=${ROULETTE_SHARED:-$ROOT/../shared}
+log() { printf '\n== %s ==\n' "$*"; }
+
+log "prerequisites"
+need_apt=()
+command -v promtool >/dev/null || need_apt+=(prometheus)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v node >/dev/null || need_apt+=(nodejs npm)
+python3 -c 'import venv' 2>/dev/null || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  else
+    echo "missing: ${need_apt[*]} (run as root or install them)" >&2; exit 1
+  fi
+fi
+python3 -c 'import prometheus_client' 2>/dev/null || python3 -m pip install -q --disable-pip-version-check prometheus-client==0.26.0
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --all-targets --workspace -q -- -D warnings
+
+log "cargo build --release"
+cargo build --release --workspace -q
+BIN=$ROOT/target/release/roulette
+
+log "cargo test (unit, property and integration tests)"
+cargo test --workspace -q 2>&1 | tee /tmp/roulette-cargo-test.log
+
+# Start the release binary on free ports and wait for its address.
+start_server() { # args...; sets SRV_PID, SRV_ADDR, SRV_METRICS
+  local logf; logf=$(mktemp)
+  RUST_LOG=info "$BIN" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 "$@" 2>"$logf" &
+  SRV_PID=$!
+  for _ in $(seq 100); do
+    SRV_ADDR=$(sed -n 's/.*roulette listening on \([^ ]*\).*/\1/p' "$logf" | head -1)
+    SRV_METRICS=$(sed -n 's/.*metrics listening on \([^ ]*\).*/\1/p' "$logf" | head -1)
+    [ -n "$SRV_ADDR" ] && return 0
+    sleep 0.1
+  done
+  cat "$logf" >&2; echo "server did not start" >&2; exit 1
+}
+
+log "autobahn conformance (cases 1-10 on /echo)"
+start_server --enable-echo --shards 2
+export AUTOBAHN_OUT; AUTOBAHN_OUT=$(mktemp -d)/autobahn
+AUTOBAHN_PARALLEL=${AUTOBAHN_PARALLEL:-4} "$SHARED/autobahn/run.sh" "ws://$SRV_ADDR/echo" | tail -25
+python3 scripts/autobahn-check.py "$AUTOBAHN_OUT" tests/autobahn/expected.json
+
+log "metrics exposition (promtool + prometheus_client parser)"
+curl -sf "http://$SRV_METRICS/metrics" > /tmp/roulette-metrics.txt
+promtool check metrics < /tmp/roulette-metrics.txt
+python3 - /tmp/roulette-metrics.txt <<'PY'
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+fams = list(text_string_to_metric_families(open(sys.argv[1]).read()))
+names = {f.name for f in fams}
+for want in ("roulette_online_clients", "roulette_connections_accepted", "process_resident_memory_bytes"):
+    assert want in names, f"missing {want}"
+print(f"prometheus_client parsed {len(fams)} families")
+PY
+kill -TERM "$SRV_PID"; wait "$SRV_PID"
+
+if [ -f webtest/run.sh ]; then
+  log "web client end-to-end (headless Chromium)"
+  ROULETTE_BIN=$BIN bash webtest/run.sh
+fi
+
+log "all checks passed"
