@@ -19,7 +19,8 @@ pub fn run(listener: TcpListener, shards: Vec<ShardHandle>, shared: Arc<Shared>)
                 shared.accept_errors.fetch_add(1, Ordering::Relaxed);
                 match e.raw_os_error() {
                     // Out of file descriptors (or kernel memory): survive, back off, retry.
-                    Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM) => {
+                    Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS)
+                    | Some(libc::ENOMEM) => {
                         if last_log.elapsed() >= Duration::from_secs(5) {
                             warn!("accept failed: {e}; pausing accepts briefly");
                             last_log = Instant::now();

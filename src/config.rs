@@ -6,8 +6,11 @@ use std::time::Duration;
 
 /// Parse a duration given in seconds, fractions allowed (`0.5`).
 fn parse_seconds(s: &str) -> Result<Duration, String> {
-    let v: f64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
-    if !v.is_finite() || v < 0.0 || v > 1.0e9 {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !v.is_finite() || !(0.0..=1.0e9).contains(&v) {
         return Err(format!("`{s}` is out of range (0 to 1e9 seconds)"));
     }
     Ok(Duration::from_secs_f64(v))
@@ -32,7 +35,11 @@ pub struct Config {
 
     /// Address of the Prometheus metrics listener (GET /metrics). Keep it on loopback or a
     /// private network.
-    #[arg(long, env = "ROULETTE_METRICS_LISTEN", default_value = "127.0.0.1:9898")]
+    #[arg(
+        long,
+        env = "ROULETTE_METRICS_LISTEN",
+        default_value = "127.0.0.1:9898"
+    )]
     pub metrics_listen: SocketAddr,
 
     /// Number of event-loop threads (shards), each pinned to a core. Default: one per core.
@@ -103,7 +110,11 @@ pub struct Config {
 
     /// Allowed browser Origin (repeatable; environment: comma-separated). Requests without
     /// Origin are always allowed. Default: any origin.
-    #[arg(long = "allowed-origin", env = "ROULETTE_ALLOWED_ORIGIN", value_delimiter = ',')]
+    #[arg(
+        long = "allowed-origin",
+        env = "ROULETTE_ALLOWED_ORIGIN",
+        value_delimiter = ','
+    )]
     pub allowed_origins: Vec<String>,
 
     /// Redis URL for cluster mode (redis://HOST:PORT). Without it the node runs alone.
@@ -118,7 +129,10 @@ pub struct Config {
 impl Config {
     /// Shards to run: the flag, or one per core.
     pub fn shard_count(&self) -> usize {
-        self.shards.map(usize::from).unwrap_or_else(num_cpus::get).max(1)
+        self.shards
+            .map(usize::from)
+            .unwrap_or_else(num_cpus::get)
+            .max(1)
     }
 
     /// Outbound cap for an endpoint: /echo gets at least twice its message limit.
@@ -131,8 +145,16 @@ impl Config {
         if self.max_connections == 0 {
             return Err("--max-connections must be at least 1".into());
         }
-        if self.handshake_timeout.is_zero() || self.idle_ping.is_zero() || self.pong_timeout.is_zero() {
-            return Err("--handshake-timeout, --idle-ping and --pong-timeout must be positive".into());
+        if self.handshake_timeout.is_zero()
+            || self.idle_ping.is_zero()
+            || self.pong_timeout.is_zero()
+        {
+            return Err(
+                "--handshake-timeout, --idle-ping and --pong-timeout must be positive".into(),
+            );
+        }
+        if self.abuse_drops > 200_000 {
+            return Err("--abuse-drops must be at most 200000".into());
         }
         if self.cluster.is_some() {
             return Err("--cluster: cluster mode is not available in this build yet".into());

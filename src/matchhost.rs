@@ -39,7 +39,11 @@ pub fn run(
         for req in first.into_iter().chain(inbox.try_iter()) {
             stats.requests.fetch_add(1, Ordering::Relaxed);
             let pairing = match req {
-                MatchReq::Find { user, ticket, interests } => mm.find(user, ticket, interests, now),
+                MatchReq::Find {
+                    user,
+                    ticket,
+                    interests,
+                } => mm.find(user, ticket, interests, now),
                 MatchReq::Next { user, ticket } => mm.next(user, ticket, now),
                 MatchReq::Leave { user } => {
                     mm.leave(user);
@@ -55,13 +59,19 @@ pub fn run(
         made.extend(mm.expire(Instant::now()));
         for p in made.drain(..) {
             stats.pairings.fetch_add(1, Ordering::Relaxed);
-            let Some(handle) = shards.get(usize::from(p.a.shard)) else { continue };
+            let Some(handle) = shards.get(usize::from(p.a.shard)) else {
+                continue;
+            };
             // Blocking is safe here: shards never block on us (they use try_send + outbox).
             if handle.send_blocking(ShardMsg::PairMade(p)).is_err() {
                 return;
             }
         }
-        stats.waiting.store(mm.waiting_count() as u64, Ordering::Relaxed);
-        stats.paired.store(mm.paired_count() as u64, Ordering::Relaxed);
+        stats
+            .waiting
+            .store(mm.waiting_count() as u64, Ordering::Relaxed);
+        stats
+            .paired
+            .store(mm.paired_count() as u64, Ordering::Relaxed);
     }
 }

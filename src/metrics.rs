@@ -77,35 +77,141 @@ pub fn render(shared: &Shared) -> String {
 
     family(o, "roulette_build_info", "gauge", "Build information.")
         .sample(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION")), 1);
-    family(o, "roulette_online_clients", "gauge", "Connected chat clients (/ws).")
-        .sample("", shared.online.load(Relaxed));
-    family(o, "roulette_websocket_connections", "gauge", "Open WebSocket connections (/ws and /echo).")
-        .sample("", shared.ws_open.load(Relaxed));
-    family(o, "roulette_max_websocket_connections", "gauge", "Configured --max-connections.")
-        .sample("", shared.config.max_connections);
+    family(
+        o,
+        "roulette_online_clients",
+        "gauge",
+        "Connected chat clients (/ws).",
+    )
+    .sample("", shared.online.load(Relaxed));
+    family(
+        o,
+        "roulette_websocket_connections",
+        "gauge",
+        "Open WebSocket connections (/ws and /echo).",
+    )
+    .sample("", shared.ws_open.load(Relaxed));
+    family(
+        o,
+        "roulette_max_websocket_connections",
+        "gauge",
+        "Configured --max-connections.",
+    )
+    .sample("", shared.config.max_connections);
     family(o, "roulette_draining", "gauge", "1 while shutting down.")
         .sample("", u8::from(shared.draining.load(Relaxed)));
     family(o, "roulette_shards", "gauge", "Event-loop threads.").sample("", shared.shards.len());
 
-    let per_shard: [(&'static str, &str, &str, fn(&ShardStats) -> &AtomicU64); 18] = [
-        ("roulette_open_sockets", "gauge", "Client sockets held by the shard, in any phase.", |s| &s.open_sockets),
-        ("roulette_connections_accepted_total", "counter", "TCP connections adopted by the shard.", |s| &s.accepted),
-        ("roulette_connections_closed_total", "counter", "TCP connections closed by the shard.", |s| &s.closed),
-        ("roulette_http_responses_total", "counter", "Non-101 HTTP responses sent (pages, health, errors).", |s| &s.http_responses),
-        ("roulette_handshake_timeouts_total", "counter", "Connections that did not send a request head in time.", |s| &s.handshake_timeouts),
-        ("roulette_received_bytes_total", "counter", "Bytes read from client sockets.", |s| &s.bytes_in),
-        ("roulette_sent_bytes_total", "counter", "Bytes written to client sockets.", |s| &s.bytes_out),
-        ("roulette_messages_received_total", "counter", "WebSocket data messages received.", |s| &s.messages_in),
-        ("roulette_cross_shard_messages_received_total", "counter", "Messages taken from the shard's inbox.", |s| &s.xshard_received),
-        ("roulette_wakeups_total", "counter", "Times the shard was woken by another thread.", |s| &s.wakeups),
-        ("roulette_outbox_full_total", "counter", "Loop turns that ended with cross-shard messages still queued (inbox full).", |s| &s.outbox_full),
-        ("roulette_rate_limited_messages_total", "counter", "Client messages dropped by the rate limit.", |s| &s.rate_limited),
-        ("roulette_slow_consumer_closes_total", "counter", "Connections closed for not reading (outbound cap).", |s| &s.slow_consumer_closes),
-        ("roulette_idle_timeouts_total", "counter", "Connections closed for not answering an idle ping.", |s| &s.idle_timeouts),
-        ("roulette_outbound_queue_bytes", "gauge", "Bytes queued for clients that were not yet written (sampled every 100 ms).", |s| &s.out_queue_bytes),
-        ("roulette_loop_iterations_total", "counter", "Event-loop turns.", |s| &s.loop_turns),
-        ("roulette_upgrades_chat_total", "counter", "WebSocket upgrades on /ws.", |s| &s.upgrades_chat),
-        ("roulette_upgrades_echo_total", "counter", "WebSocket upgrades on /echo.", |s| &s.upgrades_echo),
+    type Counter = fn(&ShardStats) -> &AtomicU64;
+    let per_shard: [(&'static str, &str, &str, Counter); 18] = [
+        (
+            "roulette_open_sockets",
+            "gauge",
+            "Client sockets held by the shard, in any phase.",
+            |s| &s.open_sockets,
+        ),
+        (
+            "roulette_connections_accepted_total",
+            "counter",
+            "TCP connections adopted by the shard.",
+            |s| &s.accepted,
+        ),
+        (
+            "roulette_connections_closed_total",
+            "counter",
+            "TCP connections closed by the shard.",
+            |s| &s.closed,
+        ),
+        (
+            "roulette_http_responses_total",
+            "counter",
+            "Non-101 HTTP responses sent (pages, health, errors).",
+            |s| &s.http_responses,
+        ),
+        (
+            "roulette_handshake_timeouts_total",
+            "counter",
+            "Connections that did not send a request head in time.",
+            |s| &s.handshake_timeouts,
+        ),
+        (
+            "roulette_received_bytes_total",
+            "counter",
+            "Bytes read from client sockets.",
+            |s| &s.bytes_in,
+        ),
+        (
+            "roulette_sent_bytes_total",
+            "counter",
+            "Bytes written to client sockets.",
+            |s| &s.bytes_out,
+        ),
+        (
+            "roulette_messages_received_total",
+            "counter",
+            "WebSocket data messages received.",
+            |s| &s.messages_in,
+        ),
+        (
+            "roulette_cross_shard_messages_received_total",
+            "counter",
+            "Messages taken from the shard's inbox.",
+            |s| &s.xshard_received,
+        ),
+        (
+            "roulette_wakeups_total",
+            "counter",
+            "Times the shard was woken by another thread.",
+            |s| &s.wakeups,
+        ),
+        (
+            "roulette_outbox_full_total",
+            "counter",
+            "Loop turns that ended with cross-shard messages still queued (inbox full).",
+            |s| &s.outbox_full,
+        ),
+        (
+            "roulette_rate_limited_messages_total",
+            "counter",
+            "Client messages dropped by the rate limit.",
+            |s| &s.rate_limited,
+        ),
+        (
+            "roulette_slow_consumer_closes_total",
+            "counter",
+            "Connections closed for not reading (outbound cap).",
+            |s| &s.slow_consumer_closes,
+        ),
+        (
+            "roulette_idle_timeouts_total",
+            "counter",
+            "Connections closed for not answering an idle ping.",
+            |s| &s.idle_timeouts,
+        ),
+        (
+            "roulette_outbound_queue_bytes",
+            "gauge",
+            "Bytes queued for clients that were not yet written (sampled every 100 ms).",
+            |s| &s.out_queue_bytes,
+        ),
+        (
+            "roulette_loop_iterations_total",
+            "counter",
+            "Event-loop turns.",
+            |s| &s.loop_turns,
+        ),
+        (
+            "roulette_upgrades_chat_total",
+            "counter",
+            "WebSocket upgrades on /ws.",
+            |s| &s.upgrades_chat,
+        ),
+        (
+            "roulette_upgrades_echo_total",
+            "counter",
+            "WebSocket upgrades on /echo.",
+            |s| &s.upgrades_echo,
+        ),
     ];
     for (name, kind, help, get) in per_shard {
         let mut f = family(o, name, kind, help);
@@ -114,14 +220,30 @@ pub fn render(shared: &Shared) -> String {
         }
     }
     {
-        let mut f = family(o, "roulette_relayed_messages_total", "counter", "Chat messages relayed to a partner, by path.");
+        let mut f = family(
+            o,
+            "roulette_relayed_messages_total",
+            "counter",
+            "Chat messages relayed to a partner, by path.",
+        );
         for (i, s) in shared.shards.iter().enumerate() {
-            f.sample(&format!("shard=\"{i}\",path=\"local\""), s.relayed_local.load(Relaxed));
-            f.sample(&format!("shard=\"{i}\",path=\"cross_shard\""), s.relayed_cross.load(Relaxed));
+            f.sample(
+                &format!("shard=\"{i}\",path=\"local\""),
+                s.relayed_local.load(Relaxed),
+            );
+            f.sample(
+                &format!("shard=\"{i}\",path=\"cross_shard\""),
+                s.relayed_cross.load(Relaxed),
+            );
         }
     }
     {
-        let mut f = family(o, "roulette_close_frames_sent_total", "counter", "Close frames sent, by close code (0 = other).");
+        let mut f = family(
+            o,
+            "roulette_close_frames_sent_total",
+            "counter",
+            "Close frames sent, by close code (0 = other).",
+        );
         for (i, s) in shared.shards.iter().enumerate() {
             for (code, c) in CLOSE_CODES.iter().zip(&s.closes_sent) {
                 f.sample(&format!("shard=\"{i}\",code=\"{code}\""), c.load(Relaxed));
@@ -129,16 +251,43 @@ pub fn render(shared: &Shared) -> String {
         }
     }
     let m = &shared.matcher;
-    family(o, "roulette_matchmaker_requests_total", "counter", "Requests handled by the matchmaker.")
-        .sample("", m.requests.load(Relaxed));
-    family(o, "roulette_pairings_total", "counter", "Pairs made.").sample("", m.pairings.load(Relaxed));
-    family(o, "roulette_waiting_clients", "gauge", "Clients waiting for a stranger.").sample("", m.waiting.load(Relaxed));
-    family(o, "roulette_paired_clients", "gauge", "Clients in a chat, as the matchmaker sees it.")
-        .sample("", m.paired.load(Relaxed));
-    family(o, "roulette_accept_errors_total", "counter", "Failed accept() calls (e.g. out of file descriptors).")
-        .sample("", shared.accept_errors.load(Relaxed));
-    family(o, "roulette_accept_overload_total", "counter", "Connections shed because every shard inbox was full.")
-        .sample("", shared.accept_overload.load(Relaxed));
+    family(
+        o,
+        "roulette_matchmaker_requests_total",
+        "counter",
+        "Requests handled by the matchmaker.",
+    )
+    .sample("", m.requests.load(Relaxed));
+    family(o, "roulette_pairings_total", "counter", "Pairs made.")
+        .sample("", m.pairings.load(Relaxed));
+    family(
+        o,
+        "roulette_waiting_clients",
+        "gauge",
+        "Clients waiting for a stranger.",
+    )
+    .sample("", m.waiting.load(Relaxed));
+    family(
+        o,
+        "roulette_paired_clients",
+        "gauge",
+        "Clients in a chat, as the matchmaker sees it.",
+    )
+    .sample("", m.paired.load(Relaxed));
+    family(
+        o,
+        "roulette_accept_errors_total",
+        "counter",
+        "Failed accept() calls (e.g. out of file descriptors).",
+    )
+    .sample("", shared.accept_errors.load(Relaxed));
+    family(
+        o,
+        "roulette_accept_overload_total",
+        "counter",
+        "Connections shed because every shard inbox was full.",
+    )
+    .sample("", shared.accept_overload.load(Relaxed));
     process_metrics(o);
     out
 }
@@ -146,7 +295,12 @@ pub fn render(shared: &Shared) -> String {
 /// The standard process_* metrics, from /proc (Linux).
 fn process_metrics(o: &mut String) {
     // SAFETY: sysconf and getrlimit only read process information.
-    let (ticks, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
+    let (ticks, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
     let (ticks, page) = (ticks.max(1) as f64, page.max(1) as f64);
     if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
         // Fields after the parenthesised command name, which may itself contain spaces.
@@ -155,26 +309,71 @@ fn process_metrics(o: &mut String) {
         let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
         // Index 0 here is field 3 (state) of proc(5).
         let cpu = (num(11) + num(12)) / ticks;
-        family(o, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.")
-            .sample("", cpu);
-        family(o, "process_threads", "gauge", "Number of OS threads in the process.").sample("", num(17));
-        family(o, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.").sample("", num(20));
-        family(o, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.")
-            .sample("", num(21) * page);
+        family(
+            o,
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+        )
+        .sample("", cpu);
+        family(
+            o,
+            "process_threads",
+            "gauge",
+            "Number of OS threads in the process.",
+        )
+        .sample("", num(17));
+        family(
+            o,
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+        )
+        .sample("", num(20));
+        family(
+            o,
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+        )
+        .sample("", num(21) * page);
         let btime = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse::<f64>().ok()))
+            s.lines().find_map(|l| {
+                l.strip_prefix("btime ")
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            })
         });
         if let Some(btime) = btime {
-            family(o, "process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.")
-                .sample("", btime + num(19) / ticks);
+            family(
+                o,
+                "process_start_time_seconds",
+                "gauge",
+                "Start time of the process since unix epoch in seconds.",
+            )
+            .sample("", btime + num(19) / ticks);
         }
     }
     if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
-        family(o, "process_open_fds", "gauge", "Number of open file descriptors.").sample("", dir.count());
+        family(
+            o,
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+        )
+        .sample("", dir.count());
     }
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit writes only the struct we pass.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
-        family(o, "process_max_fds", "gauge", "Maximum number of open file descriptors.").sample("", lim.rlim_cur);
+        family(
+            o,
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+        )
+        .sample("", lim.rlim_cur);
     }
 }

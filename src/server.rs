@@ -33,12 +33,18 @@ const MATCHER_INBOX: usize = 1 << 16;
 
 /// Raise the soft open-file limit to the hard limit (systemd leaves the soft one at 1024).
 fn raise_fd_limit() {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
             if lim.rlim_cur < lim.rlim_max {
-                let want = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+                let want = libc::rlimit {
+                    rlim_cur: lim.rlim_max,
+                    rlim_max: lim.rlim_max,
+                };
                 if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
                     lim.rlim_cur = lim.rlim_max;
                 }
@@ -61,7 +67,10 @@ pub fn run(config: Config) -> i32 {
     let metrics_listener = match TcpListener::bind(config.metrics_listen) {
         Ok(l) => l,
         Err(e) => {
-            error!("cannot listen for metrics on {}: {e}", config.metrics_listen);
+            error!(
+                "cannot listen for metrics on {}: {e}",
+                config.metrics_listen
+            );
             return 1;
         }
     };
@@ -139,8 +148,14 @@ pub fn run(config: Config) -> i32 {
     }
     drop(match_tx);
 
-    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    let maddr = metrics_listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let maddr = metrics_listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     {
         let shared = shared.clone();
         let handles = handles.clone();
@@ -166,7 +181,11 @@ pub fn run(config: Config) -> i32 {
     info!(
         "roulette listening on {addr} ({n} shard{}, echo {})",
         if n == 1 { "" } else { "s" },
-        if shared.config.enable_echo { "on" } else { "off" }
+        if shared.config.enable_echo {
+            "on"
+        } else {
+            "off"
+        }
     );
     crate::notify::ready();
 
@@ -185,19 +204,28 @@ fn wait_for_signals(shared: &Shared, handles: &[ShardHandle]) -> i32 {
     };
     let (sig_tx, sig_rx) = crossbeam_channel::unbounded();
     let sig_handle = signals.handle();
-    let _ = std::thread::Builder::new().name("signals".into()).spawn(move || {
-        for s in signals.forever() {
-            if sig_tx.send(s).is_err() {
-                break;
+    let _ = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for s in signals.forever() {
+                if sig_tx.send(s).is_err() {
+                    break;
+                }
             }
-        }
-    });
+        });
     let watchdog = crate::notify::watchdog_interval();
     let mut last_beat = vec![0u64; shared.shards.len()];
     let mut drain_started: Option<Instant> = None;
     loop {
-        let tick = watchdog.map(|w| w / 2).unwrap_or(Duration::from_millis(500)).min(Duration::from_millis(500));
-        let tick = if drain_started.is_some() { Duration::from_millis(20) } else { tick };
+        let tick = watchdog
+            .map(|w| w / 2)
+            .unwrap_or(Duration::from_millis(500))
+            .min(Duration::from_millis(500));
+        let tick = if drain_started.is_some() {
+            Duration::from_millis(20)
+        } else {
+            tick
+        };
         match sig_rx.recv_timeout(tick) {
             Ok(sig) => {
                 if drain_started.is_some() {
@@ -205,7 +233,10 @@ fn wait_for_signals(shared: &Shared, handles: &[ShardHandle]) -> i32 {
                     sig_handle.close();
                     return 130;
                 }
-                info!("signal {sig}: draining (grace period {:?})", shared.config.grace_period);
+                info!(
+                    "signal {sig}: draining (grace period {:?})",
+                    shared.config.grace_period
+                );
                 crate::notify::stopping();
                 shared.draining.store(true, Ordering::SeqCst);
                 for h in handles {
@@ -230,8 +261,16 @@ fn wait_for_signals(shared: &Shared, handles: &[ShardHandle]) -> i32 {
             }
         } else if watchdog.is_some() {
             // Only tell systemd we are alive when every shard made progress since last time.
-            let beats: Vec<u64> = shared.shards.iter().map(|s| s.loop_turns.load(Ordering::Relaxed)).collect();
-            if beats.iter().zip(&last_beat).all(|(now, before)| now != before) {
+            let beats: Vec<u64> = shared
+                .shards
+                .iter()
+                .map(|s| s.loop_turns.load(Ordering::Relaxed))
+                .collect();
+            if beats
+                .iter()
+                .zip(&last_beat)
+                .all(|(now, before)| now != before)
+            {
                 crate::notify::watchdog();
             }
             last_beat = beats;

@@ -28,9 +28,19 @@ pub enum ShardMsg {
     /// The matchmaker paired `pairing.a` (on this shard) with `pairing.b`.
     PairMade(Pairing<ConnId>),
     /// Forwarded by the shard of the other side: `to` is now chatting with `partner`.
-    Paired { to: ConnId, ticket: u32, partner: ConnId, epoch: u64, common: Vec<String> },
+    Paired {
+        to: ConnId,
+        ticket: u32,
+        partner: ConnId,
+        epoch: u64,
+        common: Vec<String>,
+    },
     /// An encoded server frame for `to`, valid only within pair `epoch`.
-    Relay { to: ConnId, epoch: u64, frame: Box<[u8]> },
+    Relay {
+        to: ConnId,
+        epoch: u64,
+        frame: Box<[u8]>,
+    },
     /// The partner of `to` in pair `epoch` left; sent after its last `Relay`.
     PartnerLeft { to: ConnId, epoch: u64 },
     /// Start draining: close every WebSocket with 1001.
@@ -40,10 +50,21 @@ pub enum ShardMsg {
 /// Requests to the matchmaker thread.
 #[derive(Debug)]
 pub enum MatchReq {
-    Find { user: ConnId, ticket: u32, interests: Vec<String> },
-    Next { user: ConnId, ticket: u32 },
-    Leave { user: ConnId },
-    Gone { user: ConnId },
+    Find {
+        user: ConnId,
+        ticket: u32,
+        interests: Vec<String>,
+    },
+    Next {
+        user: ConnId,
+        ticket: u32,
+    },
+    Leave {
+        user: ConnId,
+    },
+    Gone {
+        user: ConnId,
+    },
 }
 
 /// How other threads reach one shard.
@@ -65,7 +86,11 @@ pub enum SendError<T> {
 
 impl ShardHandle {
     pub fn new(tx: Sender<ShardMsg>, waker: Arc<Waker>) -> Self {
-        ShardHandle { tx, waker, wake_pending: Arc::new(AtomicBool::new(false)) }
+        ShardHandle {
+            tx,
+            waker,
+            wake_pending: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// Queue one message without blocking and wake the shard unless a wake is pending.
@@ -123,6 +148,10 @@ impl ShardHandle {
     }
 }
 
+/// Another thread's inbox is closed: that thread died, which is fatal for the process.
+#[derive(Debug)]
+pub struct PeerGone;
+
 /// The receiving end a shard keeps.
 pub type Inbox = Receiver<ShardMsg>;
 
@@ -134,7 +163,10 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn new(shards: usize) -> Self {
-        Outbox { to_shards: (0..shards).map(|_| VecDeque::new()).collect(), to_matcher: VecDeque::new() }
+        Outbox {
+            to_shards: (0..shards).map(|_| VecDeque::new()).collect(),
+            to_matcher: VecDeque::new(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -146,11 +178,15 @@ impl Outbox {
     }
 
     /// Send what fits. `Err` when a receiving thread died.
-    pub fn flush(&mut self, shards: &[ShardHandle], matcher: &Sender<MatchReq>) -> Result<usize, ()> {
+    pub fn flush(
+        &mut self,
+        shards: &[ShardHandle],
+        matcher: &Sender<MatchReq>,
+    ) -> Result<usize, PeerGone> {
         let mut sent = 0;
         for (queue, handle) in self.to_shards.iter_mut().zip(shards) {
             if !queue.is_empty() {
-                sent += handle.send_batch(queue).map_err(|_| ())?;
+                sent += handle.send_batch(queue).map_err(|_| PeerGone)?;
             }
         }
         while let Some(req) = self.to_matcher.pop_front() {
@@ -160,7 +196,7 @@ impl Outbox {
                     self.to_matcher.push_front(r);
                     break;
                 }
-                Err(TrySendError::Disconnected(_)) => return Err(()),
+                Err(TrySendError::Disconnected(_)) => return Err(PeerGone),
             }
         }
         Ok(sent)

@@ -164,17 +164,24 @@ mod tests {
     #[test]
     fn small_and_copy() {
         assert!(std::mem::size_of::<RateLimiter>() <= 24);
+        assert_eq!(std::mem::size_of::<RateLimiter>(), 24);
         fn is_copy<T: Copy>() {}
         is_copy::<RateLimiter>();
     }
 
     #[test]
     fn burst_then_drop() {
-        let mut rl = RateLimiter::new(&CFG, T0);
-        for i in 0..40 {
-            assert_eq!(rl.check(&CFG, T0, true), RateVerdict::Allow, "message {i}");
+        for start in [0, T0] {
+            let mut rl = RateLimiter::new(&CFG, start);
+            for i in 0..40 {
+                assert_eq!(
+                    rl.check(&CFG, start, true),
+                    RateVerdict::Allow,
+                    "message {i}"
+                );
+            }
+            assert_eq!(rl.check(&CFG, start, true), drop(true));
         }
-        assert_eq!(rl.check(&CFG, T0, true), drop(true));
     }
 
     #[test]

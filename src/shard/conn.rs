@@ -61,11 +61,29 @@ pub struct ChatState {
     pub ticket: u32,
     pub partner: ConnId,
     pub epoch: u64,
+    /// When the current wait began (shard clock, ms), for the time-to-match histogram.
+    pub waiting_since: u32,
+}
+
+impl Default for ChatState {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl ChatState {
     pub const fn new() -> Self {
-        ChatState { phase: ChatPhase::Idle, ticket: 0, partner: ConnId { shard: 0, slot: 0, gen: 0 }, epoch: 0 }
+        ChatState {
+            phase: ChatPhase::Idle,
+            ticket: 0,
+            partner: ConnId {
+                shard: 0,
+                slot: 0,
+                gen: 0,
+            },
+            epoch: 0,
+            waiting_since: 0,
+        }
     }
 }
 

@@ -51,7 +51,10 @@ const HTTP_REPLY_MS: u32 = 5_000;
 const POOL_MAX: usize = 1024;
 const POOL_BUF_MAX: usize = 64 * 1024;
 
-const _: () = assert!(std::mem::size_of::<Conn>() <= 192, "Conn grew: idle connections must stay small");
+const _: () = assert!(
+    std::mem::size_of::<Conn>() <= 192,
+    "Conn grew: idle connections must stay small"
+);
 
 fn ms(d: Duration) -> u32 {
     d.as_millis().min(u128::from(u32::MAX / 4)) as u32
@@ -166,7 +169,11 @@ impl Shard {
             let timeout = if busy {
                 Duration::from_millis(if self.ready_again.is_empty() { 1 } else { 0 })
             } else {
-                Duration::from_millis(u64::from(SWEEP_MS.saturating_sub(self.elapsed(self.last_sweep)).max(1)))
+                Duration::from_millis(u64::from(
+                    SWEEP_MS
+                        .saturating_sub(self.elapsed(self.last_sweep))
+                        .max(1),
+                ))
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -176,6 +183,7 @@ impl Shard {
                 return 1;
             }
             self.tick();
+            let turn_start = Instant::now();
             ShardStats::inc(&self.stats().loop_turns);
 
             ready.clear();
@@ -225,7 +233,7 @@ impl Shard {
                             ShardStats::inc(&self.stats().outbox_full);
                         }
                     }
-                    Err(()) => {
+                    Err(_) => {
                         error!("shard {}: another thread is gone", self.id);
                         return 1;
                     }
@@ -237,6 +245,9 @@ impl Shard {
                 self.process_doomed();
                 self.flush_dirty();
             }
+            self.stats()
+                .loop_time
+                .observe(turn_start.elapsed().as_secs_f64());
         }
     }
 
@@ -256,9 +267,13 @@ impl Shard {
         match msg {
             ShardMsg::NewConn(sock) => self.adopt(sock),
             ShardMsg::PairMade(p) => self.on_pair_made(p),
-            ShardMsg::Paired { to, ticket, partner, epoch, common } => {
-                self.on_paired(to, ticket, partner, epoch, &common)
-            }
+            ShardMsg::Paired {
+                to,
+                ticket,
+                partner,
+                epoch,
+                common,
+            } => self.on_paired(to, ticket, partner, epoch, &common),
             ShardMsg::Relay { to, epoch, frame } => {
                 if let Some(slot) = self.paired_slot(to, epoch) {
                     self.queue(slot, &frame);
@@ -272,7 +287,11 @@ impl Shard {
     fn adopt(&mut self, mut sock: mio::net::TcpStream) {
         let entry = self.conns.vacant_entry();
         let slot = entry.key();
-        if let Err(e) = self.poll.registry().register(&mut sock, Token(slot), Interest::READABLE | Interest::WRITABLE) {
+        if let Err(e) = self.poll.registry().register(
+            &mut sock,
+            Token(slot),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
             debug!("register failed: {e}");
             return;
         }
@@ -298,7 +317,12 @@ impl Shard {
 
     fn start_drain(&mut self) {
         self.draining = true;
-        let open: Vec<usize> = self.conns.iter().filter(|(_, c)| c.phase == Phase::Open).map(|(k, _)| k).collect();
+        let open: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.phase == Phase::Open)
+            .map(|(k, _)| k)
+            .collect();
         for slot in open {
             self.begin_close(slot, 1001, "server shutting down", false);
         }
@@ -309,8 +333,7 @@ impl Shard {
     fn on_readable(&mut self, slot: usize, hup: bool) {
         let mut buf = std::mem::take(&mut self.read_buf);
         let mut reads = 0;
-        loop {
-            let Some(conn) = self.conns.get_mut(slot) else { break };
+        while let Some(conn) = self.conns.get_mut(slot) {
             if conn.has(flag::DOOMED) {
                 break;
             }
@@ -357,7 +380,9 @@ impl Shard {
     }
 
     fn on_bytes(&mut self, slot: usize, data: &mut [u8]) {
-        let Some(conn) = self.conns.get(slot) else { return };
+        let Some(conn) = self.conns.get(slot) else {
+            return;
+        };
         match conn.phase {
             Phase::Handshake => self.on_handshake_bytes(slot, data),
             Phase::Open | Phase::Closing => self.decode(slot, data),
@@ -376,7 +401,9 @@ impl Shard {
             allowed_origins: &cfg.allowed_origins,
         };
         let now_ms = self.now_ms64();
-        let Some(conn) = self.conns.get_mut(slot) else { return };
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
         let mut assembled = conn.assembly.take();
         let outcome = match assembled.as_mut() {
             None => http::handle_request(data, &ctx),
@@ -395,10 +422,14 @@ impl Shard {
                 conn.phase = Phase::HttpReply;
                 conn.since = self.now;
                 conn.flags |= flag::SHUT_AFTER_FLUSH;
-                ShardStats::inc(&self.stats().http_responses);
+                self.stats().count_http(&bytes);
                 self.queue(slot, &bytes);
             }
-            HttpOutcome::Upgrade { endpoint, head_len, response } => {
+            HttpOutcome::Upgrade {
+                endpoint,
+                head_len,
+                response,
+            } => {
                 conn.phase = Phase::Open;
                 conn.since = self.now;
                 conn.decoder = Decoder::new();
@@ -441,7 +472,9 @@ impl Shard {
     }
 
     fn decode(&mut self, slot: usize, data: &mut [u8]) {
-        let Some(conn) = self.conns.get_mut(slot) else { return };
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
         let gen = conn.gen;
         let max = if conn.has(flag::ECHO) {
             self.shared.config.echo_max_message_bytes
@@ -450,12 +483,17 @@ impl Shard {
         } as usize;
         let mut decoder = std::mem::take(&mut conn.decoder);
         let result = decoder.decode(data, max, |ev| self.on_ws_event(slot, ev));
-        let Some(conn) = self.conns.get_mut(slot) else { return };
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
         if conn.gen != gen {
             return;
         }
+        // Put it back even after an error: a stopped decoder ignores the rest of the stream,
+        // where a fresh one would read the middle of a frame as a header.
+        conn.decoder = decoder;
         match result {
-            Ok(()) => conn.decoder = decoder,
+            Ok(()) => {}
             Err(e) => {
                 debug!("shard {}: slot {slot}: {e:?}", self.id);
                 self.fail(slot, e.close_code());
@@ -465,14 +503,17 @@ impl Shard {
 
     /// One decoded event. Returns whether to keep decoding this input.
     fn on_ws_event(&mut self, slot: usize, ev: Event<'_>) -> bool {
-        let Some(conn) = self.conns.get_mut(slot) else { return false };
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return false;
+        };
         if conn.has(flag::DOOMED) {
             return false;
         }
         if conn.phase == Phase::Closing {
             // After our close frame nothing more is sent; we only wait for the peer's close.
-            if let Event::Close { .. } = ev {
+            if let Event::Close { code, .. } = ev {
                 conn.flags |= flag::SHUT_AFTER_FLUSH;
+                self.stats().count_close_received(code);
                 self.mark_dirty(slot);
                 return false;
             }
@@ -482,7 +523,12 @@ impl Shard {
             return false;
         }
         match ev {
-            Event::Data { payload, text, first, last } => {
+            Event::Data {
+                payload,
+                text,
+                first,
+                last,
+            } => {
                 let echo = conn.has(flag::ECHO);
                 if first && !echo && !text {
                     // Binary messages are not part of the chat protocol.
@@ -509,7 +555,9 @@ impl Shard {
                         }
                     }
                 }
-                self.conns.get(slot).is_some_and(|c| c.phase == Phase::Open && !c.has(flag::DOOMED))
+                self.conns
+                    .get(slot)
+                    .is_some_and(|c| c.phase == Phase::Open && !c.has(flag::DOOMED))
             }
             Event::Ping(payload) => {
                 // One pong per ping, in order (Autobahn 2.10/2.11).
@@ -522,6 +570,7 @@ impl Shard {
             }
             Event::Pong(_) => true,
             Event::Close { code, .. } => {
+                self.stats().count_close_received(code);
                 // Echo the peer's code (RFC 6455 §5.5.1), then close TCP ourselves.
                 let reply = code.unwrap_or(1000);
                 self.leave_chat(slot);
@@ -544,10 +593,16 @@ impl Shard {
 
     fn on_message(&mut self, slot: usize, payload: &[u8], text: bool) {
         ShardStats::inc(&self.stats().messages_in);
-        let Some(conn) = self.conns.get(slot) else { return };
+        let Some(conn) = self.conns.get(slot) else {
+            return;
+        };
         if conn.has(flag::ECHO) {
             self.frame.clear();
-            ws::write_frame(&mut self.frame, if text { OpCode::Text } else { OpCode::Binary }, payload);
+            ws::write_frame(
+                &mut self.frame,
+                if text { OpCode::Text } else { OpCode::Binary },
+                payload,
+            );
             let frame = std::mem::take(&mut self.frame);
             self.queue(slot, &frame);
             self.frame = frame;
@@ -559,14 +614,20 @@ impl Shard {
     // ----- chat -------------------------------------------------------------------------
 
     fn me(&self, slot: usize) -> Option<ConnId> {
-        self.conns.get(slot).map(|c| ConnId { shard: self.id, slot: slot as u32, gen: c.gen })
+        self.conns.get(slot).map(|c| ConnId {
+            shard: self.id,
+            slot: slot as u32,
+            gen: c.gen,
+        })
     }
 
     fn on_chat_message(&mut self, slot: usize, json: &[u8]) {
         let parsed = proto::parse_client_message(json, self.shared.config.max_text_chars as usize);
         let now = self.now_ms64();
         let is_line = matches!(parsed, Ok(ClientMsg::Message { .. }));
-        let Some(conn) = self.conns.get_mut(slot) else { return };
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
         match conn.rate.check(&self.rate_cfg, now, is_line) {
             RateVerdict::Allow => {}
             RateVerdict::Drop { notify } => {
@@ -590,7 +651,9 @@ impl Shard {
             }
         };
         let Some(me) = self.me(slot) else { return };
-        let Some(conn) = self.conns.get_mut(slot) else { return };
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
         let state = conn.chat.phase;
         match msg {
             ClientMsg::Find { interests } => {
@@ -598,7 +661,11 @@ impl Shard {
                     self.end_pair(slot);
                 }
                 let ticket = self.requeue(slot);
-                self.outbox.to_matcher.push_back(MatchReq::Find { user: me, ticket, interests });
+                self.outbox.to_matcher.push_back(MatchReq::Find {
+                    user: me,
+                    ticket,
+                    interests,
+                });
             }
             ClientMsg::Next => match state {
                 ChatPhase::Waiting => self.send_json(slot, proto::write_waiting),
@@ -607,7 +674,9 @@ impl Shard {
                         self.end_pair(slot);
                     }
                     let ticket = self.requeue(slot);
-                    self.outbox.to_matcher.push_back(MatchReq::Next { user: me, ticket });
+                    self.outbox
+                        .to_matcher
+                        .push_back(MatchReq::Next { user: me, ticket });
                 }
             },
             ClientMsg::Leave => match state {
@@ -619,7 +688,9 @@ impl Shard {
                     if let Some(c) = self.conns.get_mut(slot) {
                         c.chat.phase = ChatPhase::Idle;
                     }
-                    self.outbox.to_matcher.push_back(MatchReq::Leave { user: me });
+                    self.outbox
+                        .to_matcher
+                        .push_back(MatchReq::Leave { user: me });
                 }
             },
             ClientMsg::Message { text } => {
@@ -639,9 +710,12 @@ impl Shard {
 
     /// Mark the connection as waiting under a new ticket and tell the client.
     fn requeue(&mut self, slot: usize) -> u32 {
-        let Some(conn) = self.conns.get_mut(slot) else { return 0 };
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return 0;
+        };
         conn.chat.ticket = conn.chat.ticket.wrapping_add(1).max(1);
         conn.chat.phase = ChatPhase::Waiting;
+        conn.chat.waiting_since = self.now;
         let ticket = conn.chat.ticket;
         // Always say `waiting` at once: PROTOCOL.md allows it before `paired`, and it saves a
         // round trip through the matchmaker.
@@ -652,7 +726,9 @@ impl Shard {
     /// End this connection's pair from its side: the partner gets `partner_left` after every
     /// relay we sent it (same channel, FIFO).
     fn end_pair(&mut self, slot: usize) {
-        let Some(conn) = self.conns.get_mut(slot) else { return };
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
         if conn.chat.phase != ChatPhase::Paired {
             return;
         }
@@ -671,7 +747,9 @@ impl Shard {
 
     /// The connection leaves the chat for good (closing): end its pair and tell the matchmaker.
     fn leave_chat(&mut self, slot: usize) {
-        let Some(conn) = self.conns.get(slot) else { return };
+        let Some(conn) = self.conns.get(slot) else {
+            return;
+        };
         if conn.has(flag::ECHO) || conn.phase == Phase::Handshake {
             return;
         }
@@ -698,7 +776,9 @@ impl Shard {
     }
 
     fn on_partner_left(&mut self, to: ConnId, epoch: u64) {
-        let Some(slot) = self.paired_slot(to, epoch) else { return };
+        let Some(slot) = self.paired_slot(to, epoch) else {
+            return;
+        };
         if let Some(c) = self.conns.get_mut(slot) {
             c.chat.phase = ChatPhase::Idle;
         }
@@ -718,6 +798,10 @@ impl Shard {
 
     fn become_paired(&mut self, slot: usize, partner: ConnId, epoch: u64, common: &[String]) {
         if let Some(c) = self.conns.get_mut(slot) {
+            let waited = self.now.wrapping_sub(c.chat.waiting_since);
+            self.shared.shards[usize::from(self.id)]
+                .match_wait
+                .observe(f64::from(waited) / 1000.0);
             c.chat.phase = ChatPhase::Paired;
             c.chat.partner = partner;
             c.chat.epoch = epoch;
@@ -736,7 +820,13 @@ impl Shard {
         if b.shard == self.id {
             self.on_paired(b, p.b_ticket, a, epoch, &p.common);
         } else if let Some(q) = self.outbox.to_shards.get_mut(usize::from(b.shard)) {
-            q.push_back(ShardMsg::Paired { to: b, ticket: p.b_ticket, partner: a, epoch, common: p.common });
+            q.push_back(ShardMsg::Paired {
+                to: b,
+                ticket: p.b_ticket,
+                partner: a,
+                epoch,
+                common: p.common,
+            });
         }
         if live.is_none() {
             // `a` is gone or asked for something else meanwhile: `b` gets partner_left.
@@ -744,7 +834,14 @@ impl Shard {
         }
     }
 
-    fn on_paired(&mut self, to: ConnId, ticket: u32, partner: ConnId, epoch: u64, common: &[String]) {
+    fn on_paired(
+        &mut self,
+        to: ConnId,
+        ticket: u32,
+        partner: ConnId,
+        epoch: u64,
+        common: &[String],
+    ) {
         match self.waiting_slot(to, ticket) {
             Some(slot) => self.become_paired(slot, partner, epoch, common),
             // Stale for our side: the other side is told, the matchmaker already knows.
@@ -755,7 +852,9 @@ impl Shard {
     /// Send a server message to this connection's partner: encoded once, then either queued
     /// directly (same shard) or boxed for the partner's shard.
     fn relay(&mut self, slot: usize, write: impl FnOnce(&mut Vec<u8>)) {
-        let Some(conn) = self.conns.get(slot) else { return };
+        let Some(conn) = self.conns.get(slot) else {
+            return;
+        };
         let (partner, epoch) = (conn.chat.partner, conn.chat.epoch);
         self.json.clear();
         write(&mut self.json);
@@ -769,7 +868,11 @@ impl Shard {
                 ShardStats::inc(&self.stats().relayed_local);
             }
         } else if let Some(q) = self.outbox.to_shards.get_mut(usize::from(partner.shard)) {
-            q.push_back(ShardMsg::Relay { to: partner, epoch, frame: self.frame.as_slice().into() });
+            q.push_back(ShardMsg::Relay {
+                to: partner,
+                epoch,
+                frame: self.frame.as_slice().into(),
+            });
             ShardStats::inc(&self.stats().relayed_cross);
         }
     }
@@ -799,7 +902,9 @@ impl Shard {
         } else {
             self.shared.config.outbound_cap_bytes as usize
         };
-        let Some(conn) = self.conns.get_mut(slot) else { return };
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
         if conn.has(flag::DOOMED) {
             return;
         }
@@ -844,7 +949,9 @@ impl Shard {
     /// Write pending output (one `write` for everything queued this turn), then apply the
     /// phase change that waited for it.
     fn flush(&mut self, slot: usize) {
-        let Some(conn) = self.conns.get_mut(slot) else { return };
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
         let mut written = 0u64;
         while conn.out_pos < conn.out.len() {
             let chunk = conn.out.get(conn.out_pos..).unwrap_or(&[]);
@@ -871,7 +978,9 @@ impl Shard {
         if written > 0 {
             ShardStats::add(&self.stats().bytes_out, written);
         }
-        let Some(conn) = self.conns.get_mut(slot) else { return };
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
         if conn.out_pos < conn.out.len() {
             // Compact lazily: only when the sent prefix is most of the buffer.
             if conn.out_pos > conn.out.len() / 2 {
@@ -908,13 +1017,24 @@ impl Shard {
 
     fn process_doomed(&mut self) {
         while let Some((slot, code)) = self.doomed.pop() {
-            let Some(c) = self.conns.get_mut(slot) else { continue };
+            let Some(c) = self.conns.get_mut(slot) else {
+                continue;
+            };
             c.flags &= !flag::DOOMED;
             let slow = c.has(flag::SLOW);
             if slow {
                 ShardStats::inc(&self.stats().slow_consumer_closes);
             }
-            self.begin_close(slot, code, if slow { "not reading" } else { "policy violation" }, true);
+            self.begin_close(
+                slot,
+                code,
+                if slow {
+                    "not reading"
+                } else {
+                    "policy violation"
+                },
+                true,
+            );
         }
     }
 
@@ -933,7 +1053,9 @@ impl Shard {
     /// Send a close frame. `shut`: shut the write side once it is sent (errors); otherwise
     /// wait for the peer's close (a graceful close such as shutdown's 1001).
     fn begin_close(&mut self, slot: usize, code: u16, reason: &str, shut: bool) {
-        let Some(conn) = self.conns.get(slot) else { return };
+        let Some(conn) = self.conns.get(slot) else {
+            return;
+        };
         if conn.phase != Phase::Open {
             return;
         }
@@ -941,7 +1063,9 @@ impl Shard {
         self.stats().count_close(code);
         self.frame.clear();
         ws::write_close(&mut self.frame, code, reason);
-        let Some(conn) = self.conns.get_mut(slot) else { return };
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
         conn.phase = Phase::Closing;
         conn.since = self.now;
         conn.assembly = None;
@@ -961,7 +1085,9 @@ impl Shard {
         if self.conns.get(slot).is_some_and(|c| c.phase == Phase::Open) {
             self.leave_chat(slot);
         }
-        let Some(mut conn) = self.conns.try_remove(slot) else { return };
+        let Some(mut conn) = self.conns.try_remove(slot) else {
+            return;
+        };
         let _ = self.poll.registry().deregister(&mut conn.sock);
         if conn.has(flag::COUNTED_WS) {
             self.shared.ws_open.fetch_sub(1, Ordering::Relaxed);
@@ -988,9 +1114,23 @@ impl Shard {
             let act = match c.phase {
                 Phase::Handshake if since >= self.handshake_ms => TIMEOUT_408,
                 Phase::Open if c.has(flag::PING_SENT) && since >= self.pong_ms => DEAD_PEER,
-                Phase::Open if !c.has(flag::PING_SENT) && self.now.wrapping_sub(c.last_rx) >= self.idle_ping_ms => PING,
+                Phase::Open
+                    if !c.has(flag::PING_SENT)
+                        && self.now.wrapping_sub(c.last_rx) >= self.idle_ping_ms =>
+                {
+                    PING
+                }
                 Phase::HttpReply if since >= HTTP_REPLY_MS => DROP,
-                Phase::Closing if since >= if c.has(flag::SLOW) { SLOW_CLOSE_MS } else { CLOSE_WAIT_MS } => DROP,
+                Phase::Closing
+                    if since
+                        >= if c.has(flag::SLOW) {
+                            SLOW_CLOSE_MS
+                        } else {
+                            CLOSE_WAIT_MS
+                        } =>
+                {
+                    DROP
+                }
                 Phase::Linger if since >= LINGER_MS => DROP,
                 _ => 0,
             };
@@ -998,18 +1138,22 @@ impl Shard {
                 actions.push((slot, act));
             }
         }
-        self.stats().out_queue_bytes.store(queued, Ordering::Relaxed);
+        self.stats()
+            .out_queue_bytes
+            .store(queued, Ordering::Relaxed);
         for (slot, act) in actions {
             match act {
                 TIMEOUT_408 => {
                     ShardStats::inc(&self.stats().handshake_timeouts);
+                    let reply = http::timeout_response();
+                    self.stats().count_http(&reply);
                     if let Some(c) = self.conns.get_mut(slot) {
                         c.phase = Phase::HttpReply;
                         c.since = self.now;
                         c.flags |= flag::SHUT_AFTER_FLUSH;
                         c.assembly = None;
                     }
-                    self.queue(slot, &http::timeout_response());
+                    self.queue(slot, &reply);
                 }
                 PING => {
                     self.frame.clear();

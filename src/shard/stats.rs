@@ -4,7 +4,56 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Close codes counted separately; anything else is counted as "other".
 pub const CLOSE_CODES: [u16; 9] = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 0];
 
-#[derive(Default)]
+/// HTTP statuses counted separately; anything else is counted as "other" (0).
+pub const HTTP_CODES: [u16; 11] = [200, 304, 400, 403, 404, 405, 408, 426, 431, 503, 0];
+
+/// Upper bounds (seconds) of the time-to-match histogram buckets.
+pub const MATCH_WAIT_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// Upper bounds (seconds) of the loop-iteration histogram buckets.
+pub const LOOP_BUCKETS: [f64; 10] = [
+    0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5,
+];
+
+/// A fixed-bucket histogram written by one thread with relaxed atomics.
+pub struct AtomicHistogram<const N: usize> {
+    bounds: &'static [f64; N],
+    /// Non-cumulative counts; index N is the +Inf bucket.
+    counts: Vec<AtomicU64>,
+    sum_nanos: AtomicU64,
+}
+
+impl<const N: usize> AtomicHistogram<N> {
+    pub fn new(bounds: &'static [f64; N]) -> Self {
+        AtomicHistogram {
+            bounds,
+            counts: (0..=N).map(|_| AtomicU64::new(0)).collect(),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+    pub fn observe(&self, seconds: f64) {
+        let idx = self.bounds.iter().position(|&b| seconds <= b).unwrap_or(N);
+        if let Some(c) = self.counts.get(idx) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_nanos
+            .fetch_add((seconds * 1e9) as u64, Ordering::Relaxed);
+    }
+    pub fn bounds(&self) -> &'static [f64; N] {
+        self.bounds
+    }
+    /// Non-cumulative bucket counts (last = +Inf) and the sum in seconds.
+    pub fn snapshot(&self) -> (Vec<u64>, f64) {
+        let counts = self
+            .counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        (counts, self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9)
+    }
+}
+
 #[repr(align(64))]
 pub struct ShardStats {
     pub loop_turns: AtomicU64,
@@ -28,6 +77,42 @@ pub struct ShardStats {
     pub idle_timeouts: AtomicU64,
     pub out_queue_bytes: AtomicU64,
     pub closes_sent: [AtomicU64; CLOSE_CODES.len()],
+    pub closes_received: [AtomicU64; CLOSE_CODES.len()],
+    pub http_by_code: [AtomicU64; HTTP_CODES.len()],
+    pub match_wait: AtomicHistogram<{ MATCH_WAIT_BUCKETS.len() }>,
+    pub loop_time: AtomicHistogram<{ LOOP_BUCKETS.len() }>,
+}
+
+impl Default for ShardStats {
+    fn default() -> Self {
+        ShardStats {
+            loop_turns: Default::default(),
+            accepted: Default::default(),
+            closed: Default::default(),
+            open_sockets: Default::default(),
+            upgrades_chat: Default::default(),
+            upgrades_echo: Default::default(),
+            http_responses: Default::default(),
+            handshake_timeouts: Default::default(),
+            bytes_in: Default::default(),
+            bytes_out: Default::default(),
+            messages_in: Default::default(),
+            relayed_local: Default::default(),
+            relayed_cross: Default::default(),
+            xshard_received: Default::default(),
+            wakeups: Default::default(),
+            outbox_full: Default::default(),
+            rate_limited: Default::default(),
+            slow_consumer_closes: Default::default(),
+            idle_timeouts: Default::default(),
+            out_queue_bytes: Default::default(),
+            closes_sent: Default::default(),
+            closes_received: Default::default(),
+            http_by_code: Default::default(),
+            match_wait: AtomicHistogram::new(&MATCH_WAIT_BUCKETS),
+            loop_time: AtomicHistogram::new(&LOOP_BUCKETS),
+        }
+    }
 }
 
 impl ShardStats {
@@ -37,9 +122,35 @@ impl ShardStats {
     pub fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
     }
+    fn slot_of(codes: &[u16], code: u16) -> usize {
+        codes
+            .iter()
+            .position(|&c| c == code)
+            .unwrap_or(codes.len() - 1)
+    }
     pub fn count_close(&self, code: u16) {
-        let idx = CLOSE_CODES.iter().position(|&c| c == code).unwrap_or(CLOSE_CODES.len() - 1);
-        if let Some(c) = self.closes_sent.get(idx) {
+        if let Some(c) = self.closes_sent.get(Self::slot_of(&CLOSE_CODES, code)) {
+            Self::inc(c);
+        }
+    }
+    /// `None`: a close frame without a status code (counted as other).
+    pub fn count_close_received(&self, code: Option<u16>) {
+        if let Some(c) = self
+            .closes_received
+            .get(Self::slot_of(&CLOSE_CODES, code.unwrap_or(0)))
+        {
+            Self::inc(c);
+        }
+    }
+    /// Count a non-101 response by the status in its first line.
+    pub fn count_http(&self, response: &[u8]) {
+        let code = response
+            .get(9..12)
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .and_then(|s| s.parse::<u16>().ok())
+            .unwrap_or(0);
+        Self::inc(&self.http_responses);
+        if let Some(c) = self.http_by_code.get(Self::slot_of(&HTTP_CODES, code)) {
             Self::inc(c);
         }
     }
