@@ -96,6 +96,7 @@ pub fn lookup(path: &str) -> Option<&'static Asset> {
 }
 
 /// Extra headers sent with every page asset (e.g. Content-Security-Policy), each ending in CRLF.
+/// (The HTTP layer adds `X-Content-Type-Options: nosniff` itself.)
 ///
 /// The policy allows only this origin's scripts, styles, images and connections
 /// (`connect-src 'self'` covers `ws://`/`wss://` to the same host), no inline code,
@@ -106,7 +107,6 @@ pub const PAGE_HEADERS: &str = concat!(
     "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; ",
     "frame-ancestors 'none'; require-trusted-types-for 'script'; trusted-types 'none'\r\n",
     "Referrer-Policy: no-referrer\r\n",
-    "X-Content-Type-Options: nosniff\r\n",
     "X-Frame-Options: DENY\r\n",
     "Cross-Origin-Opener-Policy: same-origin\r\n",
     "Cross-Origin-Resource-Policy: same-origin\r\n",

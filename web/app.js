@@ -59,15 +59,15 @@ const state = {
 };
 
 const ERROR_TEXT = {
-  rate_limited: 'Whoa, slow down! You’re sending messages too fast, so that one wasn’t delivered.',
+  rate_limited: "Whoa, slow down! You're sending messages too fast, so that one wasn't delivered.",
   too_long: `That message is too long to send (the limit is ${MAX_TEXT_CHARS.toLocaleString('en')} characters).`,
-  empty: 'Empty messages can’t be sent.',
-  not_chatting: 'That message wasn’t delivered because the chat had already ended.',
-  bad_interests: 'Those interests weren’t accepted. Use up to 8 interests of at most 32 characters each.',
+  empty: "Empty messages can't be sent.",
+  not_chatting: "That message wasn't delivered because the chat had already ended.",
+  bad_interests: "Those interests weren't accepted. Use up to 8 interests of at most 32 characters each.",
   bad_json: 'Sorry, something went wrong talking to the server. Please try again.',
   unknown_type: 'Sorry, something went wrong talking to the server. Please try again.',
 };
-const ERROR_FALLBACK = 'Sorry, the server couldn’t handle that. Please try again.';
+const ERROR_FALLBACK = "Sorry, the server couldn't handle that. Please try again.";
 
 // ---------------------------------------------------------------- the log
 
@@ -157,16 +157,17 @@ function render() {
 
   const chatting = chat === 'chatting';
   el.message.disabled = !chatting;
-  el.message.placeholder = chatting
-    ? 'Type a message…'
-    : chat === 'waiting'
-      ? 'Looking for a stranger…'
-      : state.hadChat
-        ? 'Press New to meet another stranger'
-        : 'Press Start to find a stranger';
+  el.message.placeholder = placeholderText();
   el.send.disabled = !chatting || el.message.value.trim() === '';
   if (!chatting) showTyping(false);
   el.welcome.hidden = el.log.childElementCount > 0;
+}
+
+function placeholderText() {
+  if (state.chat === 'chatting') return 'Type a message…';
+  if (state.conn !== 'open') return 'Offline, reconnecting…';
+  if (state.chat === 'waiting') return 'Looking for a stranger…';
+  return state.hadChat ? 'Press New to meet another stranger' : 'Press Start to find a stranger';
 }
 
 function showTyping(on) {
@@ -329,7 +330,7 @@ function onOpen({ reconnected }) {
   state.conn = 'open';
   state.lastTick = -1;
   if (reconnected) {
-    showBanner('You’re back online.', { kind: 'ok', hideAfter: 2500 });
+    showBanner("You're back online.", { kind: 'ok', hideAfter: 2500 });
     announce('Reconnected to the server.');
   } else {
     hideBanner();
@@ -360,12 +361,12 @@ function onServerMessage(msg) {
       resetTyping();
       state.chat = 'chatting';
       state.hadChat = true;
-      addSystem('You’re now chatting with a random stranger. Say hi!', 'ok');
+      addSystem("You're now chatting with a random stranger. Say hi!", 'ok');
       const common = Array.isArray(msg.common) ? msg.common.filter((t) => typeof t === 'string') : [];
       if (common.length) {
         addSystem(['You both like ', ...listParts(common), '.'], 'ok');
       } else if (state.lastInterests && state.lastInterests.length) {
-        addSystem('Nobody shared your interests just now, so here’s someone random.');
+        addSystem("Nobody shared your interests just now, so here's someone random.");
       }
       render();
       if (focusWasIdle) el.message.focus();
@@ -422,13 +423,13 @@ function onDown({ code, wasOpen }) {
       addSystem('Connection lost. This chat has ended.', 'error');
       state.hadChat = true;
     } else if (was === 'waiting') {
-      addSystem('Connection lost. We’ll keep looking as soon as we’re back online.', 'error');
+      addSystem("Connection lost. We'll keep looking as soon as we're back online.", 'error');
       state.resumeSearch = true;
     }
     state.chat = 'idle';
   }
   state.downNote = !sock.everOpened
-    ? 'Can’t reach the server.'
+    ? "Can't reach the server."
     : code === 1001
       ? 'The server is restarting.'
       : 'Connection lost.';

@@ -159,7 +159,7 @@ export class TagInput {
     this.list.hidden = chips.length === 0;
     const full = this.tags.length >= MAX_TAGS;
     this.input.placeholder = full
-      ? 'That’s the maximum of 8'
+      ? "That's the maximum of 8"
       : this.tags.length
         ? 'Add another…'
         : 'Add an interest, e.g. music';
