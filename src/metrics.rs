@@ -250,6 +250,49 @@ pub fn render(shared: &Shared) -> String {
             }
         }
     }
+    {
+        // Time to match, over all shards.
+        let mut total: Vec<u64> = Vec::new();
+        let mut sum = 0.0;
+        for st in &shared.shards {
+            let (c, s) = st.match_wait.snapshot();
+            total.resize(c.len(), 0);
+            for (t, v) in total.iter_mut().zip(c) {
+                *t += v;
+            }
+            sum += s;
+        }
+        let bounds = shared
+            .shards
+            .first()
+            .map(|s| &s.match_wait.bounds()[..])
+            .unwrap_or(&[]);
+        let mut f = family(
+            o,
+            "roulette_match_wait_seconds",
+            "histogram",
+            "Time from find/next to paired, as the client sees it.",
+        );
+        histogram(&mut f, "", bounds, &total, sum);
+    }
+    {
+        let mut f = family(
+            o,
+            "roulette_loop_iteration_seconds",
+            "histogram",
+            "Busy time of one event-loop turn (after poll returns), by shard.",
+        );
+        for (i, st) in shared.shards.iter().enumerate() {
+            let (c, s) = st.loop_time.snapshot();
+            histogram(
+                &mut f,
+                &format!("shard=\"{i}\""),
+                &st.loop_time.bounds()[..],
+                &c,
+                s,
+            );
+        }
+    }
     let m = &shared.matcher;
     family(
         o,
@@ -290,6 +333,30 @@ pub fn render(shared: &Shared) -> String {
     .sample("", shared.accept_overload.load(Relaxed));
     process_metrics(o);
     out
+}
+
+/// Write one histogram's samples: cumulative buckets, `+Inf`, sum and count.
+fn histogram(f: &mut Family<'_>, labels: &str, bounds: &[f64], counts: &[u64], sum: f64) {
+    let name = f.name;
+    let sep = if labels.is_empty() { "" } else { "," };
+    let mut cumulative = 0u64;
+    let mut line = |suffix: &str, extra: &str, value: String| {
+        use std::fmt::Write as _;
+        let all = format!("{labels}{}{extra}", if extra.is_empty() { "" } else { sep });
+        if all.is_empty() {
+            let _ = writeln!(f.out, "{name}{suffix} {value}");
+        } else {
+            let _ = writeln!(f.out, "{name}{suffix}{{{all}}} {value}");
+        }
+    };
+    for (b, c) in bounds.iter().zip(counts) {
+        cumulative += c;
+        line("_bucket", &format!("le=\"{b}\""), cumulative.to_string());
+    }
+    cumulative += counts.get(bounds.len()).copied().unwrap_or(0);
+    line("_bucket", "le=\"+Inf\"", cumulative.to_string());
+    line("_sum", "", sum.to_string());
+    line("_count", "", cumulative.to_string());
 }
 
 /// The standard process_* metrics, from /proc (Linux).

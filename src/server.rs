@@ -177,6 +177,17 @@ pub fn run(config: Config) -> i32 {
             return 1;
         }
     }
+    // Handlers go in before READY=1, so a stop request right after it is a drain.
+    let signals = match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ]) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot install signal handlers: {e}");
+            return 1;
+        }
+    };
     info!("metrics listening on {maddr}");
     info!(
         "roulette listening on {addr} ({n} shard{}, echo {})",
@@ -189,19 +200,15 @@ pub fn run(config: Config) -> i32 {
     );
     crate::notify::ready();
 
-    wait_for_signals(&shared, &handles)
+    wait_for_signals(signals, &shared, &handles)
 }
 
 /// Block until SIGTERM/SIGINT, drain, and return the exit code.
-fn wait_for_signals(shared: &Shared, handles: &[ShardHandle]) -> i32 {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) {
-        Ok(s) => s,
-        Err(e) => {
-            error!("cannot install signal handlers: {e}");
-            return 1;
-        }
-    };
+fn wait_for_signals(
+    mut signals: signal_hook::iterator::Signals,
+    shared: &Shared,
+    handles: &[ShardHandle],
+) -> i32 {
     let (sig_tx, sig_rx) = crossbeam_channel::unbounded();
     let sig_handle = signals.handle();
     let _ = std::thread::Builder::new()

@@ -1108,6 +1108,19 @@ impl Shard {
         const DEAD_PEER: u8 = 3;
         const DROP: u8 = 4;
         let mut queued = 0u64;
+        // While draining, clients get the whole grace period to answer our close.
+        let drain_wait = if self.draining {
+            ms(self.shared.config.grace_period).max(CLOSE_WAIT_MS)
+        } else {
+            CLOSE_WAIT_MS
+        };
+        let close_wait = |c: &Conn| {
+            if c.has(flag::SLOW) {
+                SLOW_CLOSE_MS
+            } else {
+                drain_wait
+            }
+        };
         for (slot, c) in self.conns.iter() {
             queued += c.pending_out() as u64;
             let since = self.now.wrapping_sub(c.since);
@@ -1121,16 +1134,7 @@ impl Shard {
                     PING
                 }
                 Phase::HttpReply if since >= HTTP_REPLY_MS => DROP,
-                Phase::Closing
-                    if since
-                        >= if c.has(flag::SLOW) {
-                            SLOW_CLOSE_MS
-                        } else {
-                            CLOSE_WAIT_MS
-                        } =>
-                {
-                    DROP
-                }
+                Phase::Closing if since >= close_wait(c) => DROP,
                 Phase::Linger if since >= LINGER_MS => DROP,
                 _ => 0,
             };

@@ -1,0 +1,842 @@
+#!/usr/bin/env bash
+# Checks everything under deploy/ with the real tools, offline (loopback only):
+#
+#   unit        systemd-analyze verify (fails on ANY output) + security --offline score,
+#               and the binary's actual system calls (strace) against the unit's
+#               SystemCallFilter / RestrictAddressFamilies (systemd is not PID 1 in CI,
+#               so the filter cannot be applied for real)
+#   env file    documents every ROULETTE_* variable of `roulette --help` with its default;
+#               the file with every line uncommented starts the server
+#   sysctl      every key exists in this kernel (nothing is applied)
+#   cloud-init  cloud-init schema; embedded unit/env/sysctl identical to deploy/; the
+#               embedded fetch script run against a file:// URL
+#   LB          haproxy -c / nginx -t on copies using a throw-away self-signed cert, then
+#               both proxies run on loopback in front of two live nodes: TLS, WebSocket
+#               upgrade, and a draining node (503) leaving the rotation
+#   Prometheus  promtool check config / check rules / test rules
+#   dashboard   JSON structure, datasources, PromQL syntax (via promtool), and every
+#               metric name in dashboard and rules exists in a live scrape
+#   install.sh  bash -n, shellcheck (if present), DESTDIR install + re-run + dry run
+#
+# Usage: scripts/deploy-check.sh   (ROULETTE_BIN=path/to/roulette, default
+# target/release/roulette). Installs missing Debian packages when run as root.
+# Exits non-zero if any check fails.
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+ROOT=$PWD
+BIN=${ROULETTE_BIN:-$ROOT/target/release/roulette}
+DEPLOY=$ROOT/deploy
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/roulette-deploy-check.XXXXXX")
+PIDS=()
+FAILED=()
+
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  if [ -n "${DEPLOY_CHECK_KEEP:-}" ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+section() { printf '\n== %s ==\n' "$*"; }
+pass() { printf 'PASS  %s\n' "$*"; }
+fail() { printf 'FAIL  %s\n' "$*"; FAILED+=("$*"); }
+indent() { sed 's/^/      /'; }
+# run_quiet NAME CMD...: pass when CMD exits 0 AND prints nothing.
+run_quiet() {
+  local name=$1 out rc
+  shift
+  out=$("$@" 2>&1); rc=$?
+  if [ $rc -eq 0 ] && [ -z "$out" ]; then pass "$name (no output)"; else
+    printf '%s\n' "$out" | indent; fail "$name (rc $rc)"; fi
+}
+# run_ok NAME CMD...: pass when CMD exits 0; always show its output.
+run_ok() {
+  local name=$1 out rc
+  shift
+  out=$("$@" 2>&1); rc=$?
+  [ -z "$out" ] || printf '%s\n' "$out" | indent
+  if [ $rc -eq 0 ]; then pass "$name"; else fail "$name (rc $rc)"; fi
+}
+
+# ------------------------------------------------------------------------------------
+section "prerequisites"
+need=()
+command -v cloud-init >/dev/null || need+=(cloud-init)
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v nginx >/dev/null || need+=(nginx)
+command -v promtool >/dev/null || need+=(prometheus)
+command -v openssl >/dev/null || need+=(openssl)
+command -v strace >/dev/null || need+=(strace)
+command -v curl >/dev/null || need+=(curl)
+command -v shellcheck >/dev/null || need+=(shellcheck)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing: ${need[*]}"
+    # Keep package scripts from starting the haproxy/nginx/prometheus daemons.
+    own_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d && own_policy=1
+    fi
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >"$WORK/apt.log" 2>&1 ||
+      { tail -20 "$WORK/apt.log"; echo "apt-get install failed" >&2; exit 1; }
+    [ $own_policy = 0 ] || rm -f /usr/sbin/policy-rc.d
+  else
+    echo "missing tools: ${need[*]} (run as root on Debian to install them)" >&2
+    exit 1
+  fi
+fi
+# The system Python has PyYAML once cloud-init is installed.
+PY=python3
+/usr/bin/python3 -c 'import yaml' 2>/dev/null && PY=/usr/bin/python3
+$PY -c 'import yaml' 2>/dev/null || { echo "python3 with PyYAML needed (python3-yaml)" >&2; exit 1; }
+
+if [ ! -x "$BIN" ]; then
+  if [ -z "${ROULETTE_BIN:-}" ] && command -v cargo >/dev/null; then
+    echo "building $BIN"
+    cargo build --release -q -p roulette || exit 1
+  else
+    echo "ROULETTE_BIN=$BIN is not an executable" >&2
+    exit 1
+  fi
+fi
+BIN=$(realpath "$BIN")
+echo "binary: $BIN ($("$BIN" --version))"
+for t in systemd-analyze cloud-init haproxy nginx promtool openssl strace curl shellcheck; do
+  printf '  %-16s %s\n' "$t" "$(command -v "$t" || echo missing)"
+done
+
+# Helper scripts ----------------------------------------------------------------------
+cat >"$WORK/wsclient.py" <<'PYEOF'
+"""Minimal std-only WebSocket/HTTP client for the checks (RFC 6455 client side)."""
+import base64, json, os, socket, ssl, struct, sys, time
+
+def connect(host, port, tls=False):
+    s = socket.create_connection((host, port), timeout=5)
+    if tls:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        s = ctx.wrap_socket(s, server_hostname="localhost")
+    return s
+
+def read_head(s):
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        c = s.recv(1)
+        if not c:
+            break
+        buf += c
+    return buf.decode("latin1")
+
+def upgrade(host, port, path="/ws", tls=False):
+    """Returns (status code, socket)."""
+    s = connect(host, port, tls)
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall((f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = read_head(s)
+    code = int(head.split(" ")[1]) if head.startswith("HTTP/1.1 ") else 0
+    return code, s
+
+def send(s, obj, opcode=1):
+    data = json.dumps(obj).encode() if opcode == 1 else obj
+    mask = os.urandom(4)
+    n = len(data)
+    hdr = bytes([0x80 | opcode])
+    if n < 126:
+        hdr += bytes([0x80 | n])
+    elif n < 65536:
+        hdr += bytes([0x80 | 126]) + struct.pack(">H", n)
+    else:
+        hdr += bytes([0x80 | 127]) + struct.pack(">Q", n)
+    s.sendall(hdr + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+
+def recv_exact(s, n):
+    buf = b""
+    while len(buf) < n:
+        c = s.recv(n - len(buf))
+        if not c:
+            raise EOFError("connection closed")
+        buf += c
+    return buf
+
+def recv(s):
+    """Next frame: (opcode, payload). Text frames are decoded as JSON."""
+    b0, b1 = recv_exact(s, 2)
+    n = b1 & 0x7F
+    if n == 126:
+        n = struct.unpack(">H", recv_exact(s, 2))[0]
+    elif n == 127:
+        n = struct.unpack(">Q", recv_exact(s, 8))[0]
+    payload = recv_exact(s, n)
+    op = b0 & 0x0F
+    return op, (json.loads(payload) if op == 1 else payload)
+
+def expect(s, typ):
+    while True:
+        op, msg = recv(s)
+        if op == 1 and msg.get("type") == typ:
+            return msg
+        if op == 8:
+            raise AssertionError(f"closed while waiting for {typ}: {msg!r}")
+
+def chat(host, port):
+    """Two clients: hello, find, paired, message both ways, typing, leave, close."""
+    c1, a = upgrade(host, port)
+    c2, b = upgrade(host, port)
+    assert c1 == 101 and c2 == 101, (c1, c2)
+    expect(a, "hello"); expect(b, "hello")
+    send(a, {"type": "find", "interests": ["deploy"]})
+    send(b, {"type": "find", "interests": ["deploy"]})
+    pa = expect(a, "paired"); pb = expect(b, "paired")
+    assert pa["common"] == ["deploy"] and pb["common"] == ["deploy"], (pa, pb)
+    send(a, {"type": "message", "text": "hi there"})
+    assert expect(b, "message")["text"] == "hi there"
+    send(b, {"type": "typing", "active": True})
+    assert expect(a, "typing")["active"] is True
+    send(b, {"type": "message", "text": "héllo ✓"})
+    assert expect(a, "message")["text"] == "héllo ✓"
+    send(a, {"type": "leave"})
+    expect(b, "partner_left")
+    for s in (a, b):
+        send(s, struct.pack(">H", 1000), opcode=8)
+        while recv(s)[0] != 8:
+            pass
+        s.close()
+    print("chat ok: paired on common interest, messages and typing relayed, partner_left, close 1000")
+
+def hold(host, port, seconds):
+    """Open a WebSocket and never read or answer: keeps a drain going."""
+    code, s = upgrade(host, port)
+    assert code == 101, code
+    print("held", flush=True)
+    time.sleep(float(seconds))
+
+def closed_1001(host, port):
+    """Open a WebSocket, wait for the server's close frame and answer it; print the code."""
+    code, s = upgrade(host, port)
+    assert code == 101, code
+    print("connected", flush=True)
+    s.settimeout(60)
+    while True:
+        op, payload = recv(s)
+        if op == 8:
+            print("close", struct.unpack(">H", payload[:2])[0], flush=True)
+            send(s, payload[:2], opcode=8)
+            return
+
+def http(host, port, path, tls=False):
+    s = connect(host, port, tls)
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    out = b""
+    while True:
+        c = s.recv(65536)
+        if not c:
+            break
+        out += c
+    return out.decode("utf-8", "replace")
+
+if __name__ == "__main__":
+    cmd, hp = sys.argv[1], sys.argv[2]
+    host, port = hp.rsplit(":", 1)
+    port = int(port)
+    if cmd == "chat":
+        chat(host, port)
+    elif cmd == "hold":
+        hold(host, port, sys.argv[3])
+    elif cmd == "closed1001":
+        closed_1001(host, port)
+    elif cmd in ("upgrade", "upgrade-tls"):
+        n = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+        codes = [upgrade(host, port, tls=cmd == "upgrade-tls")[0] for _ in range(n)]
+        print(" ".join(map(str, codes)))
+        sys.exit(0 if all(c == 101 for c in codes) else 1)
+    elif cmd in ("get", "get-tls"):
+        print(http(host, port, sys.argv[3], tls=cmd == "get-tls").split("\r\n")[0])
+    else:
+        sys.exit(f"unknown command {cmd}")
+PYEOF
+WS="python3 $WORK/wsclient.py"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_server NAME ARGS...: start the binary on loopback; sets NAME_PID, NAME_ADDR,
+# NAME_METRICS, NAME_LOG. Extra environment via SERVER_ENV (array of KEY=VALUE).
+start_server() {
+  local name=$1; shift
+  local log="$WORK/$name.log" addr='' maddr='' _
+  env "${SERVER_ENV[@]}" RUST_LOG=info "$BIN" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 "$@" 2>"$log" &
+  local pid=$!
+  PIDS+=("$pid")
+  for _ in $(seq 200); do
+    addr=$(sed -n 's/.*roulette listening on \([^ ]*\).*/\1/p' "$log" | head -1)
+    maddr=$(sed -n 's/.*metrics listening on \([^ ]*\).*/\1/p' "$log" | head -1)
+    [ -n "$addr" ] && [ -n "$maddr" ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  printf -v "${name}_PID" '%s' "$pid"
+  printf -v "${name}_ADDR" '%s' "$addr"
+  printf -v "${name}_METRICS" '%s' "$maddr"
+  printf -v "${name}_LOG" '%s' "$log"
+  [ -n "$addr" ] || { cat "$log" | indent; return 1; }
+}
+SERVER_ENV=()
+# wait_exit PID SECONDS: wait for a background child of this shell; sets WAIT_STATUS to
+# its exit status, or "timeout". (Not in $(...): a subshell cannot wait for our children.)
+WAIT_STATUS=
+wait_exit() {
+  local pid=$1 secs=$2 _
+  WAIT_STATUS=timeout
+  for _ in $(seq $((secs * 20))); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      wait "$pid"
+      WAIT_STATUS=$?
+      return 0
+    fi
+    sleep 0.05
+  done
+}
+
+# ------------------------------------------------------------------------------------
+section "systemd unit: verify"
+mkdir -p "$WORK/unit"
+UNIT="$WORK/unit/roulette.service"
+sed "s#^ExecStart=/usr/local/bin/roulette#ExecStart=$BIN#" "$DEPLOY/roulette.service" >"$UNIT"
+grep -q "^ExecStart=$BIN\$" "$UNIT" || fail "could not point ExecStart at $BIN"
+run_quiet "systemd-analyze verify --man=no roulette.service" systemd-analyze verify --man=no "$UNIT"
+# The check must not be vacuous: a typo in a key has to produce output.
+sed 's/^ProtectSystem=/ProtectSytem=/' "$UNIT" >"$WORK/unit/typo.service"
+out=$(systemd-analyze verify --man=no "$WORK/unit/typo.service" 2>&1)
+if [ -n "$out" ]; then pass "verify reports a misspelt key (control): $(printf '%s' "$out" | head -1)"; else
+  fail "verify stayed silent on ProtectSytem= (control)"; fi
+# Settings the brief and ECOSYSTEM-NOTES require.
+for kv in Type=notify NotifyAccess=main WatchdogSec=10s Restart=on-failure LimitNOFILE=1048576 \
+  DynamicUser=yes EnvironmentFile=-/etc/roulette/roulette.env ExecStart=/usr/local/bin/roulette; do
+  grep -qx "$kv" "$DEPLOY/roulette.service" || fail "unit lacks $kv"
+done
+grep -Eq '^SystemCallFilter=~.*@resources' "$DEPLOY/roulette.service" && fail "unit denies @resources (sched_setaffinity/setrlimit -> SIGSYS)"
+grep -Eq '^ProcSubset=pid' "$DEPLOY/roulette.service" && fail "unit sets ProcSubset=pid (hides /proc/stat btime)"
+stop=$(sed -n 's/^TimeoutStopSec=\([0-9]*\)s\{0,1\}$/\1/p' "$DEPLOY/roulette.service")
+grace=$("$BIN" --help | awk '/--grace-period/{f=1} f && /default:/{gsub(/[^0-9.]/,""); print; exit}')
+if [ -n "$stop" ] && [ -n "$grace" ] && awk -v s="$stop" -v g="$grace" 'BEGIN{exit !(s > g)}'; then
+  pass "TimeoutStopSec=${stop}s > default grace period ${grace}s"
+else fail "TimeoutStopSec ($stop) must exceed the grace period ($grace)"; fi
+
+section "systemd unit: security exposure"
+out=$(systemd-analyze security --offline=yes --threshold=25 "$UNIT" 2>&1); rc=$?
+printf '%s\n' "$out" | grep -E '^✗' | indent
+score_line=$(printf '%s\n' "$out" | grep 'Overall exposure level')
+echo "      $score_line"
+score=$(printf '%s' "$score_line" | grep -oE '[0-9]+\.[0-9]+' | head -1)
+if [ $rc -eq 0 ] && [ -n "$score" ] && awk -v s="$score" 'BEGIN{exit !(s <= 2.0)}'; then
+  pass "systemd-analyze security --offline=yes --threshold=25: $score (<= 2.0)"
+else fail "security exposure $score (rc $rc), want <= 2.0"; fi
+
+# ------------------------------------------------------------------------------------
+section "systemd unit: the binary's system calls vs SystemCallFilter/RestrictAddressFamilies"
+# systemd is not PID 1 here, so run the real binary under strace through a realistic
+# session (notify socket with watchdog, HTTP routes, metrics, a chat between two clients,
+# a drain with a connected client) and compare every syscall it made with the set the
+# unit allows: @system-service minus @privileged, as expanded by this systemd.
+systemd-analyze syscall-filter >"$WORK/filters.txt" 2>&1
+NOTIFY="$WORK/notify.sock"
+python3 - "$NOTIFY" >"$WORK/notify.log" 2>&1 <<'PYEOF' &
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+s.settimeout(60)
+try:
+    while True:
+        print(s.recv(4096).decode().replace("\n", " "), flush=True)
+except socket.timeout:
+    pass
+PYEOF
+PIDS+=("$!")
+for _ in $(seq 100); do [ -S "$NOTIFY" ] && break; sleep 0.05; done
+ST_LOG="$WORK/strace.log"
+NOTIFY_SOCKET=$NOTIFY WATCHDOG_USEC=2000000 RUST_LOG=info strace -f -qq -o "$ST_LOG" \
+  "$BIN" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --grace-period 5 2>"$WORK/st-server.log" &
+ST_PID=$!
+PIDS+=("$ST_PID")
+for _ in $(seq 200); do grep -q 'roulette listening on' "$WORK/st-server.log" && break; sleep 0.05; done
+ST_ADDR=$(sed -n 's/.*roulette listening on \([^ ]*\).*/\1/p' "$WORK/st-server.log" | head -1)
+ST_METRICS=$(sed -n 's/.*metrics listening on \([^ ]*\).*/\1/p' "$WORK/st-server.log" | head -1)
+SRV_PID=$(ps -o pid= --ppid "$ST_PID" | tr -d ' ' | head -1)
+if [ -z "$ST_ADDR" ] || [ -z "$SRV_PID" ]; then
+  cat "$WORK/st-server.log" | indent; fail "server did not start under strace"
+else
+  {
+    $WS get "$ST_ADDR" /healthz; $WS get "$ST_ADDR" / ; $WS get "$ST_ADDR" /nope
+    curl -s -o /dev/null -w 'metrics %{http_code}\n' "http://$ST_METRICS/metrics"
+    $WS chat "$ST_ADDR"
+  } 2>&1 | indent
+  sleep 1.2 # a few watchdog pings
+  $WS closed1001 "$ST_ADDR" >"$WORK/closed1001.log" 2>&1 &
+  CL_PID=$!
+  for _ in $(seq 100); do grep -q connected "$WORK/closed1001.log" && break; sleep 0.05; done
+  kill -TERM "$SRV_PID"
+  wait "$CL_PID"
+  indent <"$WORK/closed1001.log"
+  wait_exit "$ST_PID" 15; st=$WAIT_STATUS
+  [ "$st" = 0 ] && pass "server under strace: drained (client got close 1001) and exited 0" ||
+    { fail "server under strace exited with $st"; indent <"$WORK/st-server.log"; }
+  grep -q 'close 1001' "$WORK/closed1001.log" || fail "client did not get close 1001 on SIGTERM"
+  sleep 0.2
+  echo "      notify datagrams: $(sort "$WORK/notify.log" | uniq -c | tr -s ' ' | paste -sd';')"
+  grep -q READY=1 "$WORK/notify.log" && grep -q WATCHDOG=1 "$WORK/notify.log" && grep -q STOPPING=1 "$WORK/notify.log" ||
+    fail "notify datagrams READY/WATCHDOG/STOPPING missing"
+  run_ok "every syscall the server made is allowed by the unit's filter" python3 - "$WORK/filters.txt" "$ST_LOG" "$DEPLOY/roulette.service" <<'PYEOF'
+import re, sys
+filters_txt, strace_log, unit = sys.argv[1:4]
+groups, cur = {}, None
+for line in open(filters_txt):
+    if line.startswith("@"):
+        cur = groups.setdefault(line.strip(), [])
+    elif cur is not None and line.strip() and not line.strip().startswith("#"):
+        cur.append(line.strip())
+def expand(name, seen=None):
+    seen = set() if seen is None else seen
+    out = set()
+    for m in groups.get(name, []):
+        if m.startswith("@"):
+            if m not in seen:
+                seen.add(m)
+                out |= expand(m, seen)
+        else:
+            out.add(m)
+    return out
+allow, deny, families = None, set(), set()
+for line in open(unit):
+    line = line.strip()
+    if line.startswith("SystemCallFilter="):
+        v = line.split("=", 1)[1]
+        neg = v.startswith("~")
+        names = set()
+        for tok in v.lstrip("~").split():
+            names |= expand(tok) if tok.startswith("@") else {tok}
+        if neg:
+            deny |= names
+            if allow is not None:
+                allow -= names
+        else:
+            allow = (allow or set()) | (names - deny)
+    if line.startswith("RestrictAddressFamilies="):
+        families |= set(line.split("=", 1)[1].split())
+used, socks = {}, set()
+for line in open(strace_log):
+    m = re.match(r"^\d+\s+([a-z0-9_]+)\(", line)
+    if m:
+        used[m.group(1)] = used.get(m.group(1), 0) + 1
+    m = re.match(r"^\d+\s+socket(?:pair)?\((AF_[A-Z0-9]+)", line)
+    if m:
+        socks.add(m.group(1))
+bad = sorted(s for s in used if s not in allow)
+print(f"{len(used)} distinct syscalls, {sum(used.values())} calls; allowed set has {len(allow)} names")
+for s in ("sched_setaffinity", "prlimit64", "setrlimit", "sendto", "accept4", "epoll_wait"):
+    if s in used:
+        print(f"  {s}: called {used[s]}x, {'allowed' if s in allow else 'DENIED'}")
+print(f"socket families used: {' '.join(sorted(socks))}; unit allows: {' '.join(sorted(families))}")
+if bad:
+    print("NOT allowed by the unit:", " ".join(bad))
+if socks - families:
+    print("families not allowed:", " ".join(sorted(socks - families)))
+sys.exit(1 if bad or socks - families or not used else 0)
+PYEOF
+fi
+
+# ------------------------------------------------------------------------------------
+section "env file"
+run_ok "roulette.env documents every ROULETTE_* variable with its --help default" python3 - "$DEPLOY/roulette.env" "$BIN" <<'PYEOF'
+import re, subprocess, sys
+helptext = subprocess.run([sys.argv[2], "--help"], capture_output=True, text=True).stdout
+flags = {}
+for block in re.split(r"\n(?=\s+(?:-\w, )?--)", helptext):
+    env = re.search(r"\[env: (ROULETTE_[A-Z_]+)=", block)
+    if env:
+        d = re.search(r"\[default: ([^\]]*)\]", block)
+        flags[env.group(1)] = d.group(1) if d else None
+doc = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"^#?(ROULETTE_[A-Z_]+)=(.*)$", line.rstrip("\n"))
+    if m:
+        doc[m.group(1)] = m.group(2)
+    elif re.match(r"^ROULETTE_", line):
+        print("active (uncommented) setting in the example:", line.strip())
+        sys.exit(1)
+missing = sorted(set(flags) - set(doc))
+unknown = sorted(set(doc) - set(flags))
+wrong = [(k, doc[k], v) for k, v in flags.items() if k in doc and v is not None and doc[k] != v]
+bools = {"ROULETTE_ENABLE_ECHO": "false"}
+wrong = [w for w in wrong if not (w[0] in bools and w[1] == bools[w[0]])]
+print(f"{len(flags)} variables in --help, {len(doc)} documented")
+for k, got, want in wrong:
+    print(f"  {k}: example {got!r}, --help default {want!r}")
+if missing: print("  undocumented:", " ".join(missing))
+if unknown: print("  not a flag:", " ".join(unknown))
+empty = [k for k, v in doc.items() if v == ""]
+if empty: print("  empty example value (an empty value is not 'unset'):", " ".join(empty))
+sys.exit(1 if missing or unknown or wrong or empty else 0)
+PYEOF
+# Every example line active at once (except cluster mode, which needs Redis) must start.
+mapfile -t SERVER_ENV < <(sed -n 's/^#\(ROULETTE_[A-Z_]*=.*\)$/\1/p; s/^#\(RUST_LOG=.*\)$/\1/p' "$DEPLOY/roulette.env" | grep -v '^ROULETTE_CLUSTER=')
+if start_server ENVRUN; then
+  pass "server starts with all ${#SERVER_ENV[@]} example settings active ($(grep -o '([^)]*)' "$ENVRUN_LOG" | tail -1))"
+  kill -TERM "$ENVRUN_PID"; wait_exit "$ENVRUN_PID" 15
+  [ "$WAIT_STATUS" = 0 ] || fail "server with example settings exited $WAIT_STATUS on SIGTERM"
+else fail "server does not start with the example settings"; fi
+SERVER_ENV=()
+
+# ------------------------------------------------------------------------------------
+section "sysctl file"
+n=0; bad=0
+while IFS= read -r line; do
+  case "$line" in ''|'#'*) continue ;; esac
+  if ! [[ $line =~ ^([a-z0-9_.-]+)\ =\ (.+)$ ]]; then echo "      bad line: $line"; bad=1; continue; fi
+  key=${BASH_REMATCH[1]}; n=$((n + 1))
+  if [ -e "/proc/sys/${key//.//}" ]; then
+    printf '      %-34s %-24s (now: %s)\n' "$key" "${BASH_REMATCH[2]}" "$(tr '\t' ' ' <"/proc/sys/${key//.//}")"
+  else echo "      unknown key: $key"; bad=1; fi
+done <"$DEPLOY/sysctl.d/60-roulette.conf"
+for k in fs.file-max fs.nr_open net.core.somaxconn net.ipv4.tcp_max_syn_backlog net.ipv4.ip_local_port_range \
+  net.ipv4.tcp_mem net.ipv4.tcp_rmem net.ipv4.tcp_wmem; do
+  grep -q "^$k = " "$DEPLOY/sysctl.d/60-roulette.conf" || { echo "      missing $k"; bad=1; }
+done
+nr_open=$(sed -n 's/^fs.nr_open = //p' "$DEPLOY/sysctl.d/60-roulette.conf")
+[ "${nr_open:-0}" -ge 1048576 ] || { echo "      fs.nr_open below LimitNOFILE=1048576"; bad=1; }
+[ $bad = 0 ] && pass "60-roulette.conf: $n keys, all known to this kernel (not applied)" || fail "60-roulette.conf"
+
+# ------------------------------------------------------------------------------------
+section "cloud-init"
+run_ok "cloud-init schema --config-file deploy/cloud-init.yaml" cloud-init schema --config-file "$DEPLOY/cloud-init.yaml"
+run_ok "cloud-init.yaml embeds deploy/ files unchanged" $PY - "$DEPLOY" <<'PYEOF'
+import sys, yaml
+d = sys.argv[1]
+ci = yaml.safe_load(open(f"{d}/cloud-init.yaml"))
+files = {f["path"]: f["content"] for f in ci["write_files"]}
+bad = 0
+for dst, src in [("/etc/systemd/system/roulette.service", "roulette.service"),
+                 ("/etc/roulette/roulette.env", "roulette.env"),
+                 ("/etc/sysctl.d/60-roulette.conf", "sysctl.d/60-roulette.conf")]:
+    same = files.get(dst) == open(f"{d}/{src}").read()
+    print(f"{dst} == deploy/{src}: {same}")
+    bad |= not same
+cmds = [" ".join(c) if isinstance(c, list) else c for c in ci["runcmd"]]
+print("runcmd:", " ; ".join(cmds))
+for want in ("roulette-fetch", "sysctl --system", "systemctl enable --now roulette.service"):
+    if not any(want in c for c in cmds):
+        print("runcmd lacks", want); bad = 1
+sys.exit(bad)
+PYEOF
+# The fetch script, run for real against a file:// URL in a scratch root.
+FR="$WORK/fetchroot"; mkdir -p "$FR/etc/roulette" "$FR/usr/local/bin"
+$PY -c 'import sys,yaml; [sys.stdout.write(f["content"]) for f in yaml.safe_load(open(sys.argv[1]))["write_files"] if f["path"]==sys.argv[2]]' \
+  "$DEPLOY/cloud-init.yaml" /usr/local/sbin/roulette-fetch | sed "s#/etc/roulette/#$FR/etc/roulette/#g; s#/usr/local/bin/#$FR/usr/local/bin/#g" >"$FR/fetch.sh"
+$PY -c 'import sys,yaml; [sys.stdout.write(f["content"]) for f in yaml.safe_load(open(sys.argv[1]))["write_files"] if f["path"]==sys.argv[2]]' \
+  "$DEPLOY/cloud-init.yaml" /etc/roulette/release.conf >"$FR/etc/roulette/release.conf"
+fetch_ok=1
+sh -n "$FR/fetch.sh" || fetch_ok=0
+sh "$FR/fetch.sh" >/dev/null 2>"$WORK/fetch.err" && fetch_ok=0 # placeholder URL must be refused
+grep -q 'set ROULETTE_RELEASE_URL' "$WORK/fetch.err" || fetch_ok=0
+printf 'ROULETTE_RELEASE_URL=file://%s\nROULETTE_RELEASE_SHA256=%s\n' "$BIN" "$(sha256sum "$BIN" | cut -d' ' -f1)" >"$FR/etc/roulette/release.conf"
+out=$(sh "$FR/fetch.sh" 2>&1) || fetch_ok=0
+cmp -s "$BIN" "$FR/usr/local/bin/roulette" || fetch_ok=0
+printf 'ROULETTE_RELEASE_URL=file://%s\nROULETTE_RELEASE_SHA256=%s\n' "$BIN" 0000 >"$FR/etc/roulette/release.conf"
+sh "$FR/fetch.sh" >/dev/null 2>&1 && fetch_ok=0 # wrong checksum must fail
+printf '%s\n' "$out" | indent
+[ $fetch_ok = 1 ] && pass "roulette-fetch: refuses the placeholder URL, installs a file:// binary with a matching SHA-256, rejects a wrong one" ||
+  fail "roulette-fetch script"
+
+# ------------------------------------------------------------------------------------
+section "load balancers: config checks"
+LB="$WORK/lb"; mkdir -p "$LB/nginx/logs"
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+  -keyout "$LB/key.pem" -out "$LB/cert.pem" >/dev/null 2>&1 && cat "$LB/cert.pem" "$LB/key.pem" >"$LB/site.pem" ||
+  fail "openssl: throw-away certificate"
+sed "s#/etc/haproxy/certs/roulette.pem#$LB/site.pem#g" "$DEPLOY/haproxy.cfg" >"$LB/haproxy.cfg"
+out=$(haproxy -c -f "$LB/haproxy.cfg" 2>&1); rc=$?
+printf '%s\n' "$out" | indent
+if [ $rc -eq 0 ] && ! printf '%s' "$out" | grep -qE 'WARNING|ALERT'; then pass "haproxy -c -f haproxy.cfg"; else fail "haproxy -c (rc $rc)"; fi
+for want in 'balance leastconn' 'timeout tunnel 1h' 'timeout client-fin' 'crt /etc/haproxy/certs/roulette.pem' 'uri /healthz'; do
+  grep -q "$want" "$DEPLOY/haproxy.cfg" || fail "haproxy.cfg lacks '$want'"
+done
+sed -e "s#/etc/nginx/certs/roulette.crt#$LB/cert.pem#; s#/etc/nginx/certs/roulette.key#$LB/key.pem#" \
+  -e "s#/var/log/nginx/#$LB/nginx/logs/#; s#/run/nginx.pid#$LB/nginx/nginx.pid#" "$DEPLOY/nginx.conf" >"$LB/nginx/nginx.conf"
+out=$(nginx -t -p "$LB/nginx" -c "$LB/nginx/nginx.conf" 2>&1); rc=$?
+printf '%s\n' "$out" | indent
+if [ $rc -eq 0 ] && ! printf '%s' "$out" | grep -qE '\[(warn|emerg|alert|crit)\]'; then pass "nginx -t"; else fail "nginx -t (rc $rc)"; fi
+
+section "load balancers: live on loopback in front of two nodes"
+# Runtime copies of the shipped configs: loopback ports, small limits (this machine caps
+# fds at its hard limit), the two nodes A and B as backends, logs to files, and for
+# HAProxy a 1 s check interval instead of 2 s (the drained node below ends its drain after
+# ~5 s, when the server gives up waiting for a close reply, so detection must be faster).
+P_HTTPS=$(free_port); P_HTTP=$(free_port); P_STATS=$(free_port); N_HTTPS=$(free_port); N_HTTP=$(free_port)
+if start_server NODEA --shards 1 && start_server NODEB --shards 1; then
+  export LB P_HTTPS P_HTTP P_STATS N_HTTPS N_HTTP NODEA_ADDR NODEB_ADDR
+  $PY - "$DEPLOY/haproxy.cfg" "$LB/haproxy-live.cfg" <<'PYEOF'
+import os, re, sys
+E = os.environ
+s = open(sys.argv[1]).read()
+for pat, rep in [
+    (r"log /dev/log local0 info", "log stdout format raw local0 info"),
+    (r"\n\s*(user|group) haproxy", ""), (r"\n\s*daemon\b", ""),
+    (r"maxconn 400000", "maxconn 2000"), (r"maxconn 200000", "maxconn 1000"), (r"maxconn 100000", "maxconn 500"),
+    (r"check inter 2s", "check inter 1s"),
+    (r"bind :443 ([^\n]*)/etc/haproxy/certs/roulette.pem", rf"bind 127.0.0.1:{E['P_HTTPS']} \g<1>{E['LB']}/site.pem"),
+    (r"\n\s*bind :::443[^\n]*", ""), (r"bind :80\b", f"bind 127.0.0.1:{E['P_HTTP']}"), (r"\n\s*bind :::80[^\n]*", ""),
+    (r"server node1 \S+", f"server node1 {E['NODEA_ADDR']}"), (r"server node2 \S+", f"server node2 {E['NODEB_ADDR']}"),
+    (r"\n\s*server node3[^\n]*", ""), (r"bind 127.0.0.1:8404", f"bind 127.0.0.1:{E['P_STATS']}")]:
+    s, n = re.subn(pat, rep, s)
+    assert n, pat
+open(sys.argv[2], "w").write(s)
+PYEOF
+  $PY - "$DEPLOY/nginx.conf" "$LB/nginx/nginx-live.conf" <<'PYEOF'
+import os, re, sys
+E = os.environ
+s = open(sys.argv[1]).read()
+for pat, rep in [
+    (r"worker_processes auto;", "worker_processes 1;\ndaemon off;"), (r"worker_rlimit_nofile \d+;", "worker_rlimit_nofile 4096;"),
+    (r"worker_connections \d+;", "worker_connections 1024;"),
+    (r"/run/nginx.pid", f"{E['LB']}/nginx/nginx.pid"), (r"/var/log/nginx/", f"{E['LB']}/nginx/logs/"),
+    (r"listen 80;", f"listen 127.0.0.1:{E['N_HTTP']};"), (r"listen 443 ssl;", f"listen 127.0.0.1:{E['N_HTTPS']} ssl;"),
+    (r"\n\s*listen \[::\][^\n]*", ""),
+    (r"/etc/nginx/certs/roulette.crt", f"{E['LB']}/cert.pem"), (r"/etc/nginx/certs/roulette.key", f"{E['LB']}/key.pem"),
+    (r"server 10.0.0.11:8080", f"server {E['NODEA_ADDR']}"), (r"server 10.0.0.12:8080", f"server {E['NODEB_ADDR']}"),
+    (r"\n\s*server 10.0.0.13:8080[^\n]*", "")]:
+    s, n = re.subn(pat, rep, s)
+    assert n, pat
+open(sys.argv[2], "w").write(s)
+PYEOF
+  haproxy -db -f "$LB/haproxy-live.cfg" >"$LB/haproxy.log" 2>&1 &
+  HA_PID=$!; PIDS+=("$HA_PID")
+  nginx -p "$LB/nginx" -c "$LB/nginx/nginx-live.conf" >"$LB/nginx.log" 2>&1 &
+  NG_PID=$!; PIDS+=("$NG_PID")
+  for _ in $(seq 100); do
+    curl -skf -o /dev/null "https://127.0.0.1:$P_HTTPS/healthz" && curl -skf -o /dev/null "https://127.0.0.1:$N_HTTPS/" && break
+    sleep 0.1
+  done
+  ha_state() { # node -> UP/DOWN/... from the stats CSV (field 18 = status)
+    curl -s "http://127.0.0.1:$P_STATS/stats;csv" | awk -F, -v n="$1" '$1=="roulette_nodes" && $2==n {print $18}'
+  }
+  lb_ok=1
+  r1=$($WS get-tls "127.0.0.1:$P_HTTPS" /healthz 2>&1); r2=$($WS get "127.0.0.1:$P_HTTP" /ws 2>&1)
+  r3=$($WS upgrade-tls "127.0.0.1:$P_HTTPS" 4 2>&1); r4=$($WS upgrade-tls "127.0.0.1:$N_HTTPS" 4 2>&1)
+  echo "      haproxy: https /healthz -> $r1; http /ws -> $r2; 4 wss upgrades -> $r3; node1 $(ha_state node1), node2 $(ha_state node2)"
+  echo "      nginx:   4 wss upgrades -> $r4"
+  [[ $r1 == *"200 OK"* && $r2 == *" 301 "* && $r3 == "101 101 101 101" && $r4 == "101 101 101 101" ]] || lb_ok=0
+  # Drain node A, with a client that never answers the close frame so that A stays in the
+  # drain (up to 5 s) instead of exiting at once.
+  $WS hold "$NODEA_ADDR" 30 >"$LB/hold.log" 2>&1 &
+  HOLD_PID=$!; PIDS+=("$HOLD_PID")
+  for _ in $(seq 100); do grep -q held "$LB/hold.log" && break; sleep 0.05; done
+  ha_lines=$(wc -l <"$LB/haproxy.log")
+  kill -TERM "$NODEA_PID"
+  t0=$(date +%s.%N)
+  # Before HAProxy's check notices, and with nginx (no active checks at all), a new
+  # upgrade may still be sent to A: A's 503 must be retried on B (retry-on 503 /
+  # proxy_next_upstream http_503), so every client still gets 101.
+  sleep 0.1
+  r7=$($WS upgrade-tls "127.0.0.1:$P_HTTPS" 6 2>&1)
+  rA=$($WS get "$NODEA_ADDR" /healthz 2>&1); rAw=$($WS upgrade "$NODEA_ADDR" 1 2>&1)
+  r6=$($WS upgrade-tls "127.0.0.1:$N_HTTPS" 6 2>&1)
+  state=
+  for _ in $(seq 50); do state=$(ha_state node1); [[ $state == DOWN* ]] && break; sleep 0.1; done
+  t1=$(date +%s.%N)
+  r5=$($WS upgrade-tls "127.0.0.1:$P_HTTPS" 6 2>&1)
+  kill -0 "$NODEA_PID" 2>/dev/null && alive="still draining" || alive="already exited"
+  echo "      node A draining: direct /healthz -> $rA; direct upgrade -> $rAw"
+  ha_retried=$(tail -n +"$((ha_lines + 1))" "$LB/haproxy.log" | grep '"GET /ws ' | grep -c ' 101 .* [0-9]*/[0-9]*/[0-9]*/[0-9]*/+\{0,1\}[1-9] ')
+  ng_retried=$(grep -c 'ustatus=503, 101' "$LB/nginx/logs/access.log")
+  echo "      haproxy right after SIGTERM: 6 wss upgrades -> $r7 ($ha_retried sent to A first, retried on B)"
+  echo "      nginx while A drains: 6 wss upgrades -> $r6 ($ng_retried answered 503 by A, then 101 by B)"
+  echo "      haproxy marked node1 $state $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s after SIGTERM: $(grep -o 'node1 is DOWN, reason: [^,]*, code: [0-9]*' "$LB/haproxy.log" | head -1)"
+  echo "      haproxy after that: 6 wss upgrades -> $r5 (node A $alive)"
+  [[ $rA == *" 503 "* && $rAw == 503 && $r6 == "101 101 101 101 101 101" && $state == DOWN* &&
+     $r7 == "101 101 101 101 101 101" && $ng_retried -ge 1 &&
+     $r5 == "101 101 101 101 101 101" ]] || lb_ok=0
+  grep -q 'node1 is DOWN, reason: Layer7 wrong status, code: 503' "$LB/haproxy.log" || lb_ok=0
+  wait_exit "$NODEA_PID" 15
+  echo "      node A exit status: $WAIT_STATUS (drain over: the held client was dropped after the server's 5 s close wait)"
+  [ "$WAIT_STATUS" = 0 ] || lb_ok=0
+  if [ $lb_ok = 1 ]; then pass "haproxy and nginx proxy wss:// to the nodes and route around a draining node (503)"; else
+    fail "live load-balancer check"; tail -5 "$LB/haproxy.log" | indent; tail -5 "$LB/nginx/logs/error.log" 2>/dev/null | indent; fi
+  kill -TERM "$NODEB_PID" "$HA_PID" "$HOLD_PID" 2>/dev/null; kill -QUIT "$NG_PID" 2>/dev/null
+  wait_exit "$NODEB_PID" 15; wait_exit "$HA_PID" 5; wait_exit "$NG_PID" 5; wait_exit "$HOLD_PID" 5
+else
+  fail "could not start two nodes for the live LB check"
+fi
+
+# ------------------------------------------------------------------------------------
+section "Prometheus"
+run_ok "promtool check config prometheus.yml" promtool check config "$DEPLOY/prometheus.yml"
+run_ok "promtool check rules prometheus-rules.yml" promtool check rules "$DEPLOY/prometheus-rules.yml"
+run_ok "promtool test rules prometheus-rules.test.yml" promtool test rules "$DEPLOY/prometheus-rules.test.yml"
+
+# ------------------------------------------------------------------------------------
+section "Grafana dashboard"
+if start_server SCRAPE; then
+  curl -sf "http://$SCRAPE_METRICS/metrics" >"$WORK/scrape.txt" || fail "scrape /metrics"
+  kill -TERM "$SCRAPE_PID"; wait_exit "$SCRAPE_PID" 15
+else fail "start server for the scrape"; fi
+echo "      live scrape: $(grep -vc '^#' "$WORK/scrape.txt") samples, $(grep -c '^# TYPE' "$WORK/scrape.txt") families"
+run_ok "dashboard structure, datasources and metric names; rule metric names" $PY - "$DEPLOY" "$WORK/scrape.txt" "$WORK/exprs.yml" <<'PYEOF'
+import json, re, sys, yaml
+deploy, scrape, exprs_out = sys.argv[1:4]
+live = set()
+for line in open(scrape):
+    if line.startswith("# TYPE "):
+        name, kind = line.split()[2:4]
+        live.add(name)
+        if kind == "histogram":
+            live |= {name + "_bucket", name + "_sum", name + "_count"}
+    elif line.strip() and not line.startswith("#"):
+        live.add(re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line).group(0))
+future = set()
+for h in ("roulette_match_wait_seconds", "roulette_loop_iteration_seconds"):
+    future |= {h + "_bucket", h + "_sum", h + "_count"}
+KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool",
+            "and", "or", "unless", "inf", "nan", "le"}
+
+def metric_names(expr):
+    e = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)          # strings
+    e = re.sub(r"\{[^}]*\}", "", e)                        # label matchers
+    e = re.sub(r"\[[^\]]*\]", "", e)                       # ranges
+    e = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", e)
+    e = re.sub(r"\$\{?\w+\}?", "", e)                      # grafana variables
+    names = set()
+    for m in re.finditer(r"[a-zA-Z_:][a-zA-Z0-9_:]*", e):
+        tail = e[m.end():].lstrip()
+        if tail.startswith("("):
+            continue                                        # function call
+        if re.match(r"\d", m.group(0)) or m.group(0) in KEYWORDS:
+            continue
+        if e[max(0, m.start() - 1)] in "0123456789.":
+            continue                                        # unit suffix of a number (5m)
+        names.add(m.group(0))
+    return names
+
+errors, exprs = [], []
+d = json.load(open(f"{deploy}/grafana-dashboard.json"))
+sv = d.get("schemaVersion", 0)
+if not 36 <= sv <= 41:
+    errors.append(f"schemaVersion {sv}")
+tvars = {v["name"]: v for v in d.get("templating", {}).get("list", [])}
+ds_var = next((n for n, v in tvars.items() if v.get("type") == "datasource" and v.get("query") == "prometheus"), None)
+if not ds_var and "__inputs" not in d:
+    errors.append("no Prometheus datasource variable (or __inputs DS_PROMETHEUS)")
+if "instance" not in tvars:
+    errors.append("no 'instance' template variable")
+ds_refs = {"${%s}" % ds_var, "$" + str(ds_var), "${DS_PROMETHEUS}"}
+def ds_ok(ds):
+    return isinstance(ds, dict) and ds.get("type") == "prometheus" and ds.get("uid") in ds_refs
+ids, n_panels, n_targets, rects = set(), 0, 0, []
+for p in d["panels"]:
+    if p.get("id") in ids:
+        errors.append(f"duplicate panel id {p.get('id')}")
+    ids.add(p.get("id"))
+    g = p["gridPos"]
+    for (x, y, w, h, t) in rects:
+        if g["x"] < x + w and x < g["x"] + g["w"] and g["y"] < y + h and y < g["y"] + g["h"]:
+            errors.append(f"panel {p['title']!r} overlaps {t!r}")
+    rects.append((g["x"], g["y"], g["w"], g["h"], p["title"]))
+    if p["type"] == "row":
+        continue
+    n_panels += 1
+    if not ds_ok(p.get("datasource")):
+        errors.append(f"panel {p['title']!r}: datasource {p.get('datasource')!r}")
+    if not p.get("targets"):
+        errors.append(f"panel {p['title']!r}: no targets")
+    for t in p.get("targets", []):
+        n_targets += 1
+        if not ds_ok(t.get("datasource", p.get("datasource"))):
+            errors.append(f"panel {p['title']!r} target {t.get('refId')}: datasource")
+        if not t.get("expr"):
+            errors.append(f"panel {p['title']!r} target {t.get('refId')}: no expr")
+            continue
+        exprs.append((f"panel {p['title']!r}", t["expr"]))
+for a in d.get("annotations", {}).get("list", []):
+    if a.get("expr"):
+        exprs.append((f"annotation {a['name']!r}", a["expr"]))
+wanted = ["online clients", "websocket connections", "pairings", "waiting", "time to match",
+          "relayed", "bytes in", "close", "rate-limited", "slow-consumer", "loop iteration p99",
+          "rss per connection", "file descriptors", "cpu"]
+titles = " | ".join(p["title"].lower() for p in d["panels"])
+for w in wanted:
+    if w not in titles:
+        errors.append(f"no panel about {w!r}")
+used = set()
+for where, e in exprs:
+    for n in metric_names(e):
+        used.add(n)
+        if n not in live and n not in future:
+            errors.append(f"{where}: unknown metric {n!r} in {e}")
+# Alert/recording rules: same metric check (plus Prometheus' own `up`).
+rules = yaml.safe_load(open(f"{deploy}/prometheus-rules.yml"))
+recorded = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+for g in rules["groups"]:
+    for r in g["rules"]:
+        for n in metric_names(r["expr"]):
+            if n not in live and n not in recorded and n != "up":
+                errors.append(f"rule {r.get('alert') or r.get('record')}: unknown metric {n!r}")
+# Hand every dashboard expression to promtool as a recording rule (PromQL syntax check).
+def promql(e):
+    e = e.replace("$__rate_interval", "5m").replace("$__interval", "1m").replace("$__range", "1h")
+    return re.sub(r"\$\{?\w+\}?", ".*", e)
+yaml.safe_dump({"groups": [{"name": "dashboard", "rules": [
+    {"record": f"dashboard:expr_{i}", "expr": promql(e)} for i, (_, e) in enumerate(exprs)]}]},
+    open(exprs_out, "w"))
+print(f"schemaVersion {sv}; variables: {', '.join(tvars)}; {n_panels} panels, {n_targets} targets, "
+      f"{len(exprs)} expressions, {len(used)} metric names "
+      f"({len(used & future)} from the upcoming histograms: {', '.join(sorted(used & future)) or '-'})")
+missing_live = sorted(n for n in used if n not in live)
+if missing_live:
+    print("not in this build's scrape yet (allowed):", ", ".join(missing_live))
+for e in errors:
+    print("ERROR:", e)
+sys.exit(1 if errors else 0)
+PYEOF
+run_ok "dashboard PromQL parses (promtool check rules on the extracted expressions)" promtool check rules "$WORK/exprs.yml"
+
+# ------------------------------------------------------------------------------------
+section "install.sh"
+run_quiet "bash -n deploy/install.sh" bash -n "$DEPLOY/install.sh"
+if command -v shellcheck >/dev/null; then
+  run_quiet "shellcheck deploy/install.sh scripts/deploy-check.sh" shellcheck -S warning "$DEPLOY/install.sh" "$ROOT/scripts/deploy-check.sh"
+fi
+DEST="$WORK/destdir"
+out=$(DESTDIR=$DEST bash "$DEPLOY/install.sh" "$BIN" 2>&1); rc=$?
+printf '%s\n' "$out" | tail -2 | indent
+inst_ok=1
+[ $rc = 0 ] || inst_ok=0
+for f in "0755 usr/local/bin/roulette:$BIN" "0644 etc/systemd/system/roulette.service:$DEPLOY/roulette.service" \
+  "0644 etc/roulette/roulette.env:$DEPLOY/roulette.env" "0644 etc/sysctl.d/60-roulette.conf:$DEPLOY/sysctl.d/60-roulette.conf"; do
+  mode=${f%% *}; rest=${f#* }; path=${rest%%:*}; src=${rest#*:}
+  got=$(stat -c '%04a' "$DEST/$path" 2>/dev/null)
+  if [ "$got" = "$mode" ] && cmp -s "$src" "$DEST/$path"; then echo "      $mode $path"; else
+    echo "      WRONG: $path (mode $got)"; inst_ok=0; fi
+done
+[ -z "$(find "$DEST" -name '*.new.*')" ] || { echo "      leftover temp files"; inst_ok=0; }
+echo "ROULETTE_MAX_CONNECTIONS=1234" >>"$DEST/etc/roulette/roulette.env"
+DESTDIR=$DEST bash "$DEPLOY/install.sh" "$BIN" >"$WORK/install2.log" 2>&1 || inst_ok=0
+grep -q '^ROULETTE_MAX_CONNECTIONS=1234$' "$DEST/etc/roulette/roulette.env" && grep -q keeping "$WORK/install2.log" ||
+  { echo "      re-run overwrote the existing env file"; inst_ok=0; }
+DRY="$WORK/dry"
+DESTDIR=$DRY bash "$DEPLOY/install.sh" --dry-run "$BIN" >"$WORK/dry.log" 2>&1 || inst_ok=0
+[ ! -e "$DRY" ] || { echo "      --dry-run created files"; inst_ok=0; }
+echo "      dry run printed $(grep -c '^+ ' "$WORK/dry.log") commands and changed nothing"
+bash "$DEPLOY/install.sh" "$WORK/nonexistent" >/dev/null 2>&1 && { echo "      accepted a missing binary"; inst_ok=0; }
+[ $inst_ok = 1 ] && pass "install.sh: DESTDIR install (files, modes, contents), env file kept on re-run, --dry-run changes nothing" ||
+  fail "install.sh DESTDIR run"
+
+# ------------------------------------------------------------------------------------
+section "summary"
+if [ ${#FAILED[@]} -eq 0 ]; then
+  echo "deploy-check: all checks passed"
+else
+  printf 'deploy-check: %d check(s) FAILED:\n' "${#FAILED[@]}"
+  printf '  - %s\n' "${FAILED[@]}"
+  exit 1
+fi
