@@ -68,9 +68,24 @@ fams = list(text_string_to_metric_families(open(sys.argv[1]).read()))
 names = {f.name for f in fams}
 for want in ("roulette_online_clients", "roulette_connections_accepted", "process_resident_memory_bytes"):
     assert want in names, f"missing {want}"
-print(f"prometheus_client parsed {len(fams)} families")
+# Autobahn just drove this server: the traffic counters must have moved.
+total = lambda name: sum(s.value for f in fams for s in f.samples if s.name == name)
+for name in ("roulette_connections_accepted_total", "roulette_messages_received_total",
+             "roulette_received_bytes_total", "roulette_sent_bytes_total", "roulette_upgrades_echo_total"):
+    assert total(name) > 0, f"{name} did not move"
+print(f"prometheus_client parsed {len(fams)} families; traffic counters moved "
+      f"({int(total('roulette_messages_received_total'))} messages received)")
 PY
 kill -TERM "$SRV_PID"; wait "$SRV_PID"
+
+log "load generator scenarios (brief, zero errors and zero lost messages)"
+bash scripts/loadtest-smoke.sh
+
+log "deployment files through their own checkers"
+ROULETTE_BIN=$BIN bash scripts/deploy-check.sh
+
+log "fuzz smoke run (cargo fuzz, each target briefly)"
+FUZZ_SECONDS=${FUZZ_SECONDS:-20} bash scripts/fuzz-smoke.sh
 
 if [ -f webtest/run.sh ]; then
   log "web client end-to-end (headless Chromium)"
