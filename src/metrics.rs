@@ -362,6 +362,7 @@ fn histogram(f: &mut Family<'_>, labels: &str, bounds: &[f64], counts: &[u64], s
 /// The standard process_* metrics, from /proc (Linux).
 fn process_metrics(o: &mut String) {
     // SAFETY: sysconf and getrlimit only read process information.
+    #[allow(unsafe_code)]
     let (ticks, page) = unsafe {
         (
             libc::sysconf(libc::_SC_CLK_TCK),
@@ -434,7 +435,9 @@ fn process_metrics(o: &mut String) {
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes only the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+    #[allow(unsafe_code)]
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    if got == 0 {
         family(
             o,
             "process_max_fds",

@@ -38,6 +38,7 @@ fn raise_fd_limit() {
         rlim_max: 0,
     };
     // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+    #[allow(unsafe_code)]
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
             if lim.rlim_cur < lim.rlim_max {
