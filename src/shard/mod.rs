@@ -48,8 +48,8 @@ const SLOW_CLOSE_MS: u32 = 1_000;
 /// How long a non-101 response may take to be read.
 const HTTP_REPLY_MS: u32 = 5_000;
 /// Output buffers kept for reuse, and the largest capacity worth keeping.
-const POOL_MAX: usize = 1024;
-const POOL_BUF_MAX: usize = 64 * 1024;
+const POOL_MAX: usize = 256;
+const POOL_BUF_MAX: usize = 16 * 1024;
 
 const _: () = assert!(
     std::mem::size_of::<Conn>() <= 192,
