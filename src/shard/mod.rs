@@ -408,9 +408,10 @@ impl Shard {
         let outcome = match assembled.as_mut() {
             None => http::handle_request(data, &ctx),
             Some(head) => {
-                // Never hold more than one byte past the limit: that is enough to say 431.
-                let room = (ctx.max_head_bytes + 1).saturating_sub(head.len());
-                head.extend_from_slice(data.get(..room.min(data.len())).unwrap_or(data));
+                // The whole read is kept: bytes after the head may already be WebSocket
+                // frames. Bounded: a partial head is only kept below --max-head-bytes (431
+                // beyond), so this holds at most that plus one read.
+                head.extend_from_slice(data);
                 http::handle_request(head, &ctx)
             }
         };

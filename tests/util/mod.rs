@@ -590,6 +590,15 @@ impl RawWs {
         }
     }
 
+    /// Wrap a socket whose 101 was already read; `buffered` holds bytes read after it.
+    pub fn from_parts(s: TcpStream, buffered: Vec<u8>) -> RawWs {
+        RawWs {
+            s,
+            buf: buffered,
+            partial: None,
+        }
+    }
+
     pub fn send(&mut self, bytes: &[u8]) {
         self.s.write_all(bytes).expect("write to server");
     }
