@@ -103,7 +103,7 @@ pub fn render(shared: &Shared) -> String {
     family(o, "roulette_shards", "gauge", "Event-loop threads.").sample("", shared.shards.len());
 
     type Counter = fn(&ShardStats) -> &AtomicU64;
-    let per_shard: [(&'static str, &str, &str, Counter); 18] = [
+    let per_shard: &[(&'static str, &str, &str, Counter)] = &[
         (
             "roulette_open_sockets",
             "gauge",
@@ -151,6 +151,12 @@ pub fn render(shared: &Shared) -> String {
             "counter",
             "WebSocket data messages received.",
             |s| &s.messages_in,
+        ),
+        (
+            "roulette_messages_sent_total",
+            "counter",
+            "WebSocket data messages queued to clients (chat, relayed and echoed).",
+            |s| &s.messages_out,
         ),
         (
             "roulette_cross_shard_messages_received_total",
@@ -213,7 +219,7 @@ pub fn render(shared: &Shared) -> String {
             |s| &s.upgrades_echo,
         ),
     ];
-    for (name, kind, help, get) in per_shard {
+    for &(name, kind, help, get) in per_shard {
         let mut f = family(o, name, kind, help);
         for (i, s) in shared.shards.iter().enumerate() {
             f.sample(&format!("shard=\"{i}\""), get(s).load(Relaxed));

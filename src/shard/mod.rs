@@ -276,6 +276,7 @@ impl Shard {
             } => self.on_paired(to, ticket, partner, epoch, &common),
             ShardMsg::Relay { to, epoch, frame } => {
                 if let Some(slot) = self.paired_slot(to, epoch) {
+                    ShardStats::inc(&self.stats().messages_out);
                     self.queue(slot, &frame);
                 }
             }
@@ -607,6 +608,7 @@ impl Shard {
             let frame = std::mem::take(&mut self.frame);
             self.queue(slot, &frame);
             self.frame = frame;
+            ShardStats::inc(&self.stats().messages_out);
         } else {
             self.on_chat_message(slot, payload);
         }
@@ -867,6 +869,7 @@ impl Shard {
                 self.queue(pslot, &frame);
                 self.frame = frame;
                 ShardStats::inc(&self.stats().relayed_local);
+                ShardStats::inc(&self.stats().messages_out);
             }
         } else if let Some(q) = self.outbox.to_shards.get_mut(usize::from(partner.shard)) {
             q.push_back(ShardMsg::Relay {
@@ -886,6 +889,7 @@ impl Shard {
         let frame = std::mem::take(&mut self.frame);
         self.queue(slot, &frame);
         self.frame = frame;
+        ShardStats::inc(&self.stats().messages_out);
     }
 
     fn send_error(&mut self, slot: usize, code: ErrorCode) {
