@@ -55,10 +55,20 @@ fn raise_fd_limit() {
     }
 }
 
+/// Bind the public listener through mio, which sets `SO_REUSEADDR` (a restart rebinds at
+/// once) and a listen backlog of 1024 instead of std's 128, so connect bursts queue in the
+/// kernel rather than overflow; then hand it to the blocking acceptor as a std listener.
+fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let listener = mio::net::TcpListener::bind(addr)?;
+    let std_listener = TcpListener::from(std::os::fd::OwnedFd::from(listener));
+    std_listener.set_nonblocking(false)?;
+    Ok(std_listener)
+}
+
 /// Run the server until it is told to stop. Returns the process exit code.
 pub fn run(config: Config) -> i32 {
     raise_fd_limit();
-    let listener = match TcpListener::bind(config.listen) {
+    let listener = match bind_listener(config.listen) {
         Ok(l) => l,
         Err(e) => {
             error!("cannot listen on {}: {e}", config.listen);

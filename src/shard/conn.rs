@@ -43,6 +43,8 @@ pub mod flag {
     pub const SLOW: u16 = 1 << 8;
     /// Scheduled to be closed at the end of this turn.
     pub const DOOMED: u16 = 1 << 9;
+    /// Writing failed (reset or broken pipe): no more output; read what is left, then close.
+    pub const WRITE_DEAD: u16 = 1 << 10;
 }
 
 /// Chat state of a `/ws` connection, mirrored from the matchmaker's decisions.

@@ -338,6 +338,8 @@ impl Shard {
             if conn.has(flag::DOOMED) {
                 break;
             }
+            // After a failed write, read on to the error or EOF that ends the connection.
+            let hup = hup || conn.has(flag::WRITE_DEAD);
             match conn.sock.read(&mut buf) {
                 Ok(0) => {
                     self.on_eof(slot);
@@ -910,7 +912,7 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        if conn.has(flag::DOOMED) {
+        if conn.has(flag::DOOMED | flag::WRITE_DEAD) {
             return;
         }
         if conn.pending_out() + bytes.len() > cap && conn.phase == Phase::Open {
@@ -951,6 +953,24 @@ impl Shard {
         }
     }
 
+    /// The peer reset or stopped reading for good. Its last messages may still sit unread in
+    /// the receive queue (Linux keeps them readable after an RST), and they must reach the
+    /// partner before `partner_left`: drop our output, read what is left (the read path then
+    /// meets the error or EOF and closes), and give up after the linger time.
+    fn write_failed(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if conn.has(flag::WRITE_DEAD) {
+            return;
+        }
+        conn.flags |= flag::WRITE_DEAD;
+        conn.since = self.now;
+        conn.out = Vec::new();
+        conn.out_pos = 0;
+        self.ready_again.push(slot);
+    }
+
     /// Write pending output (one `write` for everything queued this turn), then apply the
     /// phase change that waited for it.
     fn flush(&mut self, slot: usize) {
@@ -962,7 +982,7 @@ impl Shard {
             let chunk = conn.out.get(conn.out_pos..).unwrap_or(&[]);
             match conn.sock.write(chunk) {
                 Ok(0) => {
-                    self.close_now(slot);
+                    self.write_failed(slot);
                     return;
                 }
                 Ok(n) => {
@@ -975,7 +995,7 @@ impl Shard {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
-                    self.close_now(slot);
+                    self.write_failed(slot);
                     return;
                 }
             }
@@ -1078,7 +1098,9 @@ impl Shard {
             conn.flags |= flag::SHUT_AFTER_FLUSH;
         }
         // The close frame goes out even past the outbound cap (the cap guards data, not this).
-        conn.out.extend_from_slice(&self.frame);
+        if !conn.has(flag::WRITE_DEAD) {
+            conn.out.extend_from_slice(&self.frame);
+        }
         self.mark_dirty(slot);
     }
 
@@ -1130,6 +1152,7 @@ impl Shard {
             queued += c.pending_out() as u64;
             let since = self.now.wrapping_sub(c.since);
             let act = match c.phase {
+                _ if c.has(flag::WRITE_DEAD) && since >= LINGER_MS => DROP,
                 Phase::Handshake if since >= self.handshake_ms => TIMEOUT_408,
                 Phase::Open if c.has(flag::PING_SENT) && since >= self.pong_ms => DEAD_PEER,
                 Phase::Open
