@@ -1,1 +1,805 @@
-fn main() { eprintln!("loadtest: not yet implemented"); }
+//! `loadtest`: load generator for the roulette chat server. See `loadtest --help`.
+//!
+//! Layout: `cli` (flags), `client` (the mio client loops and the per-client state machine),
+//! `frames` (pre-encoded frames, stamps, parsing), `stats` (counters, HDR histograms),
+//! `fleet` (threads and child processes), `report` (progress, summary, SVG), `sys` (clock,
+//! rlimit, /proc, getrusage). This file turns flags into a plan and runs the phases.
+mod cli;
+mod client;
+mod fleet;
+mod frames;
+mod report;
+mod stats;
+mod sys;
+
+use clap::Parser;
+use cli::{Cli, Cmd, Common};
+use client::{Kind, Plan, Progress};
+use fleet::{Children, Local, Merged, ProcResult};
+use frames::{Frames, Rng, Wire, STAMP_LEN};
+use report::{ConnSummary, CpuSummary, MsgSummary, ServerSummary, Summary};
+use serde_json::Value;
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use sys::{now_ns, Cpu, ProcSample};
+
+/// Orchestrator tick.
+const TICK: Duration = Duration::from_millis(20);
+/// Fds kept free for everything that is not a client socket.
+const FD_RESERVE: u64 = 64;
+
+/// The scenario, with its parameters normalised.
+#[derive(Debug, Clone)]
+struct Settings {
+    kind: Kind,
+    /// Connections of the whole run (churn: joins of the whole run).
+    connections: usize,
+    duration: f64,
+    in_flight: u32,
+    rate: Option<f64>,
+    join_rate: f64,
+    messages: u32,
+    message_bytes: usize,
+    binary: bool,
+    common: Common,
+    params: Value,
+    url: String,
+}
+
+fn even_round(x: f64) -> usize {
+    ((x / 2.0).round() * 2.0).max(0.0) as usize
+}
+
+fn settings(cmd: &Cmd) -> Result<Settings, String> {
+    let params = serde_json::to_value(cmd).unwrap_or(Value::Null);
+    let params = params
+        .as_object()
+        .and_then(|o| o.values().next().cloned())
+        .unwrap_or(Value::Null);
+    let mut s = match cmd {
+        Cmd::Idle(a) => Settings {
+            kind: Kind::Idle,
+            connections: a.connections,
+            duration: a.duration,
+            in_flight: 0,
+            rate: None,
+            join_rate: 0.0,
+            messages: 0,
+            message_bytes: STAMP_LEN,
+            binary: false,
+            common: a.common.clone(),
+            params,
+            url: String::new(),
+        },
+        Cmd::Relay(a) => Settings {
+            kind: Kind::Relay,
+            connections: a.connections + a.connections % 2,
+            duration: a.duration,
+            in_flight: a.in_flight,
+            rate: a.rate,
+            join_rate: 0.0,
+            messages: 0,
+            message_bytes: a.message_bytes,
+            binary: false,
+            common: a.common.clone(),
+            params,
+            url: String::new(),
+        },
+        Cmd::Churn(a) => Settings {
+            kind: Kind::Churn,
+            connections: 0,
+            duration: a.duration,
+            in_flight: 1,
+            rate: None,
+            join_rate: a.rate,
+            messages: a.messages,
+            message_bytes: a.message_bytes,
+            binary: false,
+            common: a.common.clone(),
+            params,
+            url: String::new(),
+        },
+        Cmd::Echo(a) => Settings {
+            kind: Kind::Echo,
+            connections: a.connections,
+            duration: a.duration,
+            in_flight: a.in_flight,
+            rate: a.rate,
+            join_rate: 0.0,
+            messages: 0,
+            message_bytes: a.message_bytes,
+            binary: a.binary,
+            common: a.common.clone(),
+            params,
+            url: String::new(),
+        },
+    };
+    s.url = s.common.url.clone().unwrap_or_else(|| {
+        if s.kind == Kind::Echo {
+            "ws://127.0.0.1:8080/echo".into()
+        } else {
+            "ws://127.0.0.1:8080/ws".into()
+        }
+    });
+    if !(s.duration.is_finite() && s.duration >= 0.0) {
+        return Err("--duration must be a non-negative number of seconds".into());
+    }
+    if !(s.common.timeout.is_finite() && s.common.timeout > 0.0) {
+        return Err("--timeout must be positive".into());
+    }
+    if s.common.processes == 0 {
+        return Err("--processes must be at least 1".into());
+    }
+    if s.common.threads == Some(0) {
+        return Err("--threads must be at least 1".into());
+    }
+    if s.common.max_connecting == 0 {
+        return Err("--max-connecting must be at least 1".into());
+    }
+    if let Some(r) = s.rate {
+        if !(r.is_finite() && r > 0.0) {
+            return Err("--rate must be positive".into());
+        }
+    }
+    if s.kind != Kind::Idle && s.message_bytes < STAMP_LEN {
+        return Err(format!(
+            "--message-bytes must be at least {STAMP_LEN} (the stamp)"
+        ));
+    }
+    if s.kind != Kind::Echo && s.message_bytes > 60_000 {
+        return Err("--message-bytes over 60000 does not fit a chat message".into());
+    }
+    if s.kind == Kind::Echo && s.message_bytes > 256 << 20 {
+        return Err("--message-bytes over 256 MiB".into());
+    }
+    if matches!(s.kind, Kind::Relay | Kind::Echo) && s.rate.is_none() && s.in_flight == 0 {
+        return Err("--in-flight must be at least 1 (or give --rate)".into());
+    }
+    if s.kind == Kind::Churn {
+        if !(s.join_rate.is_finite() && s.join_rate > 0.0) {
+            return Err("--rate (joins/s) must be positive".into());
+        }
+        s.connections = even_round(s.join_rate * s.duration);
+        if s.connections == 0 {
+            return Err("--rate × --duration gives no client".into());
+        }
+    } else if s.connections == 0 {
+        return Err("--connections must be at least 1".into());
+    }
+    Ok(s)
+}
+
+/// `ws://host[:port]/path` → (Host header, path, resolved address).
+fn parse_url(url: &str) -> Result<(String, String, SocketAddr), String> {
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| format!("{url}: only ws:// URLs are supported"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() {
+        return Err(format!("{url}: no host"));
+    }
+    let has_port = match authority.rfind(']') {
+        Some(b) => authority[b..].contains(':'),
+        None => authority.contains(':'),
+    };
+    let with_port = if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let addr = with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("{url}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{url}: no address"))?;
+    Ok((authority.to_string(), path.to_string(), addr))
+}
+
+fn split(total: usize, parts: usize, i: usize) -> usize {
+    let parts = parts.max(1);
+    total / parts + usize::from(i < total % parts)
+}
+
+fn sources(c: &Common) -> Vec<IpAddr> {
+    if let Some(n) = c.sources {
+        (0..n)
+            .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2u8.saturating_add(i))))
+            .collect()
+    } else {
+        c.source_addrs.clone()
+    }
+}
+
+fn threads(c: &Common) -> usize {
+    c.threads.unwrap_or_else(num_cpus::get).max(1)
+}
+
+/// The plan of process `index` of `count`.
+fn build_plan(s: &Settings, index: usize, count: usize) -> Result<Plan, String> {
+    let (host, path, target) = parse_url(&s.url)?;
+    let t = threads(&s.common);
+    let mut rng = Rng::new(now_ns() ^ u64::from(std::process::id()).rotate_left(40));
+    let wire = match (s.kind, s.binary) {
+        (Kind::Echo, false) => Wire::EchoText,
+        (Kind::Echo, true) => Wire::EchoBinary,
+        _ => Wire::Chat,
+    };
+    let frames = Frames::new(&host, &path, wire, s.message_bytes, &mut rng);
+    let (per_thread, conn_offset, join_rate_per_thread) = if s.kind == Kind::Churn {
+        // Every thread gets an even number of joins, so the run's total is even.
+        let each = even_round(s.connections as f64 / (count * t) as f64).max(2);
+        let rate = if s.duration > 0.0 {
+            each as f64 / s.duration
+        } else {
+            f64::INFINITY
+        };
+        (vec![each; t], index * t * each, rate)
+    } else {
+        let mine = split(s.connections, count, index);
+        let offset: usize = (0..index).map(|i| split(s.connections, count, i)).sum();
+        ((0..t).map(|i| split(mine, t, i)).collect(), offset, 0.0)
+    };
+    let processes = count.max(1) as f64;
+    let connect_interval_ns = if s.common.connect_rate > 0.0 {
+        (1e9 * t as f64 * processes / s.common.connect_rate) as u64
+    } else {
+        0
+    };
+    Ok(Plan {
+        kind: s.kind,
+        target,
+        sources: sources(&s.common),
+        per_thread,
+        conn_offset,
+        total_connections: s.connections,
+        in_flight: s.in_flight,
+        rate: s.rate,
+        join_rate_per_thread,
+        messages: s.messages,
+        timeout_ns: (s.common.timeout * 1e9) as u64,
+        max_connecting: (s.common.max_connecting / (t * count.max(1))).max(1),
+        connect_interval_ns,
+        max_message: (s.message_bytes * 2 + 4096).max(1 << 20),
+        frames,
+    })
+}
+
+/// Local threads or child processes.
+enum Fleet {
+    Local(Local),
+    Kids(Children),
+}
+
+impl Fleet {
+    fn progress(&self) -> Progress {
+        match self {
+            Fleet::Local(l) => l.ctl.progress(),
+            Fleet::Kids(k) => k.progress(),
+        }
+    }
+    fn ready(&self) -> bool {
+        match self {
+            Fleet::Local(l) => l.ready(),
+            Fleet::Kids(k) => k.ready(),
+        }
+    }
+    fn finished(&self) -> bool {
+        match self {
+            Fleet::Local(l) => l.finished(),
+            Fleet::Kids(k) => k.finished(),
+        }
+    }
+    fn go(&mut self, go: u64, stop: u64) {
+        match self {
+            Fleet::Local(l) => l.ctl.set_go(go, stop),
+            Fleet::Kids(k) => k.go(go, stop),
+        }
+    }
+    fn abort(&mut self) {
+        match self {
+            Fleet::Local(l) => l.ctl.set_abort(),
+            Fleet::Kids(k) => k.abort(),
+        }
+    }
+}
+
+fn server_sample(pid: Option<u32>) -> Option<ProcSample> {
+    let pid = pid?;
+    match sys::read_proc(pid) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("loadtest: cannot read /proc/{pid}: {e}");
+            None
+        }
+    }
+}
+
+fn secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+/// Top-level run: orchestrate the phases, measure the server, report.
+fn run_top(s: Settings) -> Result<bool, String> {
+    let nofile = sys::raise_nofile().map_err(|e| format!("RLIMIT_NOFILE: {e}"))?;
+    let processes = s.common.processes;
+    if s.kind != Kind::Churn {
+        let per_process = split(s.connections, processes, 0) as u64;
+        if per_process + FD_RESERVE > nofile {
+            return Err(format!(
+                "{per_process} connections per process exceed the open-file limit {nofile}: \
+                 use --processes {} or more",
+                (s.connections as u64).div_ceil(nofile.saturating_sub(FD_RESERVE).max(1))
+            ));
+        }
+    }
+    // Validate the URL once here, so that children do not each fail.
+    parse_url(&s.url)?;
+    let pid = s.common.server_pid;
+    let server_start = server_sample(pid);
+    let cpu_start = sys::self_cpu();
+    let t_start = now_ns();
+    let mut fleet = if processes > 1 {
+        Fleet::Kids(Children::spawn(processes).map_err(|e| format!("spawn children: {e}"))?)
+    } else {
+        let plan = build_plan(&s, 0, 1)?;
+        Fleet::Local(Local::start(Arc::new(plan)).map_err(|e| format!("threads: {e}"))?)
+    };
+    let mut rep = report::Reporter::new(s.connections, s.kind == Kind::Churn, s.common.quiet);
+    let max_errors = s.common.max_errors;
+    let mut aborted = false;
+    let check_abort = |fleet: &mut Fleet, p: &Progress, aborted: &mut bool| {
+        if let Some(m) = max_errors {
+            if p.errors > m && !*aborted {
+                *aborted = true;
+                eprintln!("loadtest: more than {m} errors, aborting");
+                fleet.abort();
+            }
+        }
+    };
+
+    // Setup: connect, handshake, pair.
+    while !fleet.ready() && !fleet.finished() {
+        std::thread::sleep(TICK);
+        let p = fleet.progress();
+        rep.tick("setup", &p);
+        check_abort(&mut fleet, &p, &mut aborted);
+    }
+    let t_ready = now_ns();
+
+    // Measured phase.
+    let mut server_held = None;
+    let (go, stop) = match s.kind {
+        Kind::Idle => {
+            let hold_until = now_ns() + (s.duration * 1e9) as u64;
+            while now_ns() < hold_until && !fleet.finished() {
+                std::thread::sleep(TICK);
+                let p = fleet.progress();
+                rep.tick("hold", &p);
+                check_abort(&mut fleet, &p, &mut aborted);
+            }
+            server_held = server_sample(pid);
+            // Tell everyone ahead of time, so that a partner_left caused by another process
+            // closing first is recognised as part of the end.
+            let stop = now_ns() + 200_000_000;
+            (stop, stop)
+        }
+        _ => {
+            let go = now_ns() + 100_000_000;
+            (go, go + (s.duration * 1e9) as u64)
+        }
+    };
+    fleet.go(go, stop);
+    let (mut server_go, mut server_stop) = (None, None);
+    let (mut cpu_go, mut cpu_stop) = (None, None);
+    let hard_deadline = stop + 3 * (s.common.timeout * 1e9) as u64 + 10_000_000_000;
+    while !fleet.finished() {
+        std::thread::sleep(TICK);
+        let now = now_ns();
+        if now >= go && cpu_go.is_none() {
+            cpu_go = Some(sys::self_cpu());
+            server_go = server_sample(pid);
+        }
+        if now >= stop && cpu_stop.is_none() {
+            cpu_stop = Some(sys::self_cpu());
+            server_stop = server_sample(pid);
+        }
+        let p = fleet.progress();
+        let phase = if now < go {
+            "start"
+        } else if now < stop {
+            "run"
+        } else {
+            "drain"
+        };
+        rep.tick(phase, &p);
+        check_abort(&mut fleet, &p, &mut aborted);
+        if now > hard_deadline && !aborted {
+            aborted = true;
+            eprintln!("loadtest: the run did not end in time, aborting");
+            fleet.abort();
+        }
+    }
+    let t_end = now_ns();
+    let server_end = server_sample(pid);
+    let cpu_end = sys::self_cpu();
+    rep.finish();
+    let cpu_go = cpu_go.unwrap_or(cpu_end);
+    let cpu_stop = cpu_stop.unwrap_or(cpu_end);
+    let server_go = server_go.or(server_end);
+    let server_stop = server_stop.or(server_end);
+
+    let merged = match fleet {
+        Fleet::Local(l) => {
+            let (counts, hists, samples) = l.join();
+            Merged {
+                counts,
+                hists,
+                samples,
+                cpu_total: cpu_end.minus(&cpu_start),
+                cpu_window: cpu_stop.minus(&cpu_go),
+                lost_children: 0,
+            }
+        }
+        Fleet::Kids(k) => {
+            let mut m = k.collect();
+            // The parent's own (small) share.
+            m.cpu_total = m.cpu_total.plus(&cpu_end.minus(&cpu_start));
+            m.cpu_window = m.cpu_window.plus(&cpu_stop.minus(&cpu_go));
+            m
+        }
+    };
+    let summary = summarize(
+        &s,
+        &merged,
+        Times {
+            start: t_start,
+            ready: t_ready,
+            go,
+            stop,
+            end: t_end,
+        },
+        ServerSamples {
+            pid,
+            start: server_start,
+            held: server_held,
+            go: server_go,
+            stop: server_stop,
+            end: server_end,
+        },
+        aborted,
+    );
+    eprint!("{}", report::human(&summary));
+    if let Some(path) = &s.common.json {
+        let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
+        if path.as_os_str() == "-" {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{text}");
+        } else {
+            std::fs::write(path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    if let Some(path) = &s.common.plot {
+        let title = format!(
+            "roulette {} — {} connections, {} B messages{}",
+            s.params_name(),
+            s.connections,
+            s.message_bytes,
+            s.rate
+                .map(|r| format!(", {r:.0} msg/s"))
+                .unwrap_or_default()
+        );
+        let mut series = vec![(
+            if s.rate.is_some() {
+                "corrected (from intended send time)"
+            } else {
+                "latency"
+            },
+            &merged.hists.latency,
+            "#1f77b4",
+        )];
+        if s.rate.is_some() {
+            series.push((
+                "uncorrected (from actual send time)",
+                &merged.hists.latency_uncorrected,
+                "#ff7f0e",
+            ));
+        }
+        report::plot_svg(path, &title, &series).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(summary.ok)
+}
+
+impl Settings {
+    fn params_name(&self) -> &'static str {
+        match self.kind {
+            Kind::Idle => "idle",
+            Kind::Relay => "relay",
+            Kind::Churn => "churn",
+            Kind::Echo => "echo",
+        }
+    }
+}
+
+struct Times {
+    start: u64,
+    ready: u64,
+    go: u64,
+    stop: u64,
+    end: u64,
+}
+
+struct ServerSamples {
+    pid: Option<u32>,
+    start: Option<ProcSample>,
+    held: Option<ProcSample>,
+    go: Option<ProcSample>,
+    stop: Option<ProcSample>,
+    end: Option<ProcSample>,
+}
+
+fn per_msg_us(cpu: &Cpu, msgs: u64) -> Option<f64> {
+    (msgs > 0).then(|| cpu.total() * 1e6 / msgs as f64)
+}
+
+fn summarize(s: &Settings, m: &Merged, t: Times, sv: ServerSamples, aborted: bool) -> Summary {
+    let c = &m.counts;
+    let window_s = secs(t.stop.saturating_sub(t.go));
+    let msgs_window = c.window_received;
+    let setup_ns = c.last_setup_ns.saturating_sub(c.first_connect_ns);
+    let connect_rate = (setup_ns > 0).then(|| c.connected as f64 / secs(setup_ns));
+    let server = sv.pid.map(|pid| {
+        let window_cpu = match (sv.go, sv.stop) {
+            (Some(a), Some(b)) => b.cpu.minus(&a.cpu),
+            _ => Cpu::default(),
+        };
+        let rss_per_conn_bytes = match (s.kind, sv.start, sv.held) {
+            (Kind::Idle, Some(a), Some(b)) if c.paired > 0 => {
+                Some((b.rss_kb as f64 - a.rss_kb as f64) * 1024.0 / c.paired as f64)
+            }
+            _ => None,
+        };
+        ServerSummary {
+            pid,
+            start: sv.start,
+            held: sv.held,
+            go: sv.go,
+            stop: sv.stop,
+            end: sv.end,
+            window_cpu,
+            cpu_per_msg_us: if s.kind == Kind::Idle {
+                None
+            } else {
+                per_msg_us(&window_cpu, msgs_window)
+            },
+            rss_per_conn_bytes,
+        }
+    });
+    let bad = c.lost + c.duplicated + c.out_of_order + c.corrupt;
+    let errors_ok = c.errors_total() <= s.common.max_errors.unwrap_or(0);
+    let set_up = if s.kind == Kind::Echo {
+        c.connected
+    } else {
+        c.paired
+    };
+    let ok = errors_ok
+        && bad == 0
+        && !aborted
+        && m.lost_children == 0
+        && c.opened > 0
+        && set_up >= c.opened.min(s.connections as u64);
+    let (per_sec, sessions_per_sec) = match s.kind {
+        Kind::Idle => (None, None),
+        Kind::Churn => {
+            let d = secs(t.end.saturating_sub(t.go)).max(1e-9);
+            (Some(c.received as f64 / d), Some(c.sessions as f64 / d))
+        }
+        _ => (
+            (window_s > 0.0).then(|| msgs_window as f64 / window_s),
+            None,
+        ),
+    };
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Summary {
+        scenario: s.params_name(),
+        ok,
+        url: s.url.clone(),
+        params: s.params.clone(),
+        processes: s.common.processes,
+        threads_per_process: threads(&s.common),
+        sources: sources(&s.common),
+        date_utc: report::utc(unix),
+        setup_s: secs(t.ready.saturating_sub(t.start)),
+        measured_s: window_s,
+        total_s: secs(t.end.saturating_sub(t.start)),
+        connections: ConnSummary {
+            target: s.connections,
+            opened: c.opened,
+            connected: c.connected,
+            paired: c.paired,
+            failed: c.failed,
+            closed_clean: c.closed_clean,
+            connect_rate_per_s: connect_rate,
+        },
+        messages: MsgSummary {
+            sent: c.sent,
+            received: c.received,
+            lost: c.lost,
+            duplicated: c.duplicated,
+            out_of_order: c.out_of_order,
+            corrupt: c.corrupt,
+            window_sent: c.window_sent,
+            window_received: c.window_received,
+            per_sec,
+        },
+        latency_kind: if s.kind == Kind::Echo {
+            "round trip"
+        } else {
+            "one way"
+        },
+        latency: m.hists.latency.summary(),
+        latency_uncorrected: s.rate.map(|_| m.hists.latency_uncorrected.summary()),
+        connect_latency: m.hists.connect.summary(),
+        pair_wait: m.hists.pair_wait.summary(),
+        sessions: c.sessions,
+        sessions_per_sec,
+        pings_answered: c.pings,
+        errors_total: c.errors_total(),
+        errors: c.errors_map(),
+        error_samples: m.samples.clone(),
+        lost_children: m.lost_children,
+        aborted,
+        loadtest_cpu: CpuSummary {
+            total: m.cpu_total,
+            window: m.cpu_window,
+            per_msg_us: if s.kind == Kind::Idle {
+                None
+            } else {
+                per_msg_us(&m.cpu_window, msgs_window)
+            },
+        },
+        server,
+    }
+}
+
+/// Child process: run this process's share and talk to the parent over stdin/stdout.
+fn run_child(s: Settings, index: usize, count: usize) -> Result<bool, String> {
+    sys::raise_nofile().map_err(|e| format!("RLIMIT_NOFILE: {e}"))?;
+    let plan = build_plan(&s, index, count)?;
+    let cpu_start = sys::self_cpu();
+    let local = Local::start(Arc::new(plan)).map_err(|e| format!("threads: {e}"))?;
+    fleet::child_commands(local.ctl.clone());
+    let mut out = std::io::stdout();
+    let mut said_ready = false;
+    let mut last_progress = 0u64;
+    let (mut cpu_go, mut cpu_stop) = (None, None);
+    while !local.finished() {
+        std::thread::sleep(TICK);
+        let now = now_ns();
+        if !said_ready && local.ready() {
+            said_ready = true;
+            let _ = writeln!(out, "READY");
+            let _ = out.flush();
+        }
+        let go = local.ctl.go_ns.load(std::sync::atomic::Ordering::Relaxed);
+        let stop = local.ctl.stop_ns.load(std::sync::atomic::Ordering::Relaxed);
+        if go != 0 && now >= go && cpu_go.is_none() {
+            cpu_go = Some(sys::self_cpu());
+        }
+        if go != 0 && now >= stop && cpu_stop.is_none() {
+            cpu_stop = Some(sys::self_cpu());
+        }
+        if now >= last_progress + 250_000_000 {
+            last_progress = now;
+            let p = serde_json::to_string(&local.ctl.progress()).unwrap_or_default();
+            let _ = writeln!(out, "PROGRESS {p}");
+            let _ = out.flush();
+        }
+    }
+    let cpu_end = sys::self_cpu();
+    let (counts, hists, samples) = local.join();
+    let r = ProcResult {
+        counts,
+        hists: hists.to_raw(),
+        samples,
+        cpu_total: cpu_end.minus(&cpu_start),
+        cpu_window: cpu_stop
+            .unwrap_or(cpu_end)
+            .minus(&cpu_go.unwrap_or(cpu_end)),
+    };
+    let j = serde_json::to_string(&r).map_err(|e| e.to_string())?;
+    let _ = writeln!(out, "RESULT {j}");
+    let _ = out.flush();
+    Ok(true)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let s = match settings(&cli.cmd) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("loadtest: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match (s.common.child_index, s.common.child_count) {
+        (Some(i), Some(n)) => run_child(s, i, n),
+        _ => run_top(s),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("loadtest: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let (h, p, a) = parse_url("ws://127.0.0.1:9000/ws").expect("ok");
+        assert_eq!((h.as_str(), p.as_str()), ("127.0.0.1:9000", "/ws"));
+        assert_eq!(a.port(), 9000);
+        let (_, p, a) = parse_url("ws://127.0.0.1").expect("ok");
+        assert_eq!((p.as_str(), a.port()), ("/", 80));
+        let (_, _, a) = parse_url("ws://[::1]:81/echo").expect("ok");
+        assert_eq!(a.port(), 81);
+        assert!(parse_url("wss://x/ws").is_err());
+        assert!(parse_url("ws:///ws").is_err());
+    }
+
+    #[test]
+    fn splitting() {
+        assert_eq!(
+            (0..3).map(|i| split(10, 3, i)).collect::<Vec<_>>(),
+            [4, 3, 3]
+        );
+        assert_eq!((0..3).map(|i| split(10, 3, i)).sum::<usize>(), 10);
+        assert_eq!(even_round(37.4), 38);
+        assert_eq!(even_round(36.9), 36);
+    }
+
+    #[test]
+    fn cli_parses() {
+        let cli = Cli::try_parse_from([
+            "loadtest",
+            "relay",
+            "-c",
+            "11",
+            "--rate",
+            "1000",
+            "--sources",
+            "3",
+        ])
+        .expect("parses");
+        let s = settings(&cli.cmd).expect("valid");
+        assert_eq!(s.connections, 12);
+        assert_eq!(s.kind, Kind::Relay);
+        assert_eq!(sources(&s.common).len(), 3);
+        assert_eq!(s.url, "ws://127.0.0.1:8080/ws");
+        let cli = Cli::try_parse_from(["loadtest", "echo"]).expect("parses");
+        assert_eq!(
+            settings(&cli.cmd).expect("valid").url,
+            "ws://127.0.0.1:8080/echo"
+        );
+        let cli =
+            Cli::try_parse_from(["loadtest", "churn", "--rate", "100", "-d", "4"]).expect("parses");
+        assert_eq!(settings(&cli.cmd).expect("valid").connections, 400);
+        let cli =
+            Cli::try_parse_from(["loadtest", "relay", "--message-bytes", "10"]).expect("parses");
+        assert!(settings(&cli.cmd).is_err());
+    }
+}

@@ -1,0 +1,225 @@
+//! Command line: one subcommand per scenario, common flags flattened into each.
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+const LONG_ABOUT: &str = "\
+Load generator for the roulette chat server. Speaks the chat protocol (PROTOCOL.md) over
+WebSocket from many non-blocking clients: each thread runs one mio event loop, frames are
+pre-encoded and pre-masked, and each connection's frames are written with one write per loop
+turn, so that the generator is not the bottleneck.
+
+Every scenario is bounded (--connections, --duration, --timeout) and stops by itself. It prints
+a progress line on stderr every second (a plain line every 5 s when stderr is not a terminal),
+a human summary on stderr at the end, a JSON summary with --json FILE (--json - for stdout) and
+a latency plot with --plot FILE.svg. The exit code is 0 only if no error occurred (or at most
+--max-errors) and no message was lost, duplicated or reordered.
+
+Scaling past one process: a process holds at most as many connections as its open-file limit
+allows (the soft RLIMIT_NOFILE is raised to the hard limit at start; 20000 here). With
+--processes N the command re-executes itself N times, each child taking an equal share of the
+connections (and of the rate), all children start their measured phase at the same instant,
+and the parent merges their counters and raw HDR histogram counts into one summary. One
+source address reaches at most one ephemeral port range (about 28k ports here) per
+destination: spread connections over several loopback addresses with --sources N
+(127.0.0.2, 127.0.0.3, ...) or --source-addrs A,B (bound with IP_BIND_ADDRESS_NO_PORT).
+
+Examples:
+  loadtest idle -c 15000 --processes 2 --sources 4 --server-pid $(pidof roulette)
+  loadtest relay -c 10000 -d 20 --in-flight 1 --sources 4 --server-pid $(pidof roulette)
+  loadtest relay -c 2000 -d 30 --rate 50000 --plot latency.svg --json out.json
+  loadtest churn --rate 100 -d 3600
+  loadtest echo -c 100 -d 10 --message-bytes 65536 --url ws://127.0.0.1:8080/echo";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "loadtest",
+    version,
+    about = "Load generator for the roulette chat server (scenarios: idle, relay, churn, echo)",
+    long_about = LONG_ABOUT
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug, Clone, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Cmd {
+    /// N clients connect, find a stranger, pair and hold; reports the connect rate, the
+    /// time to pair and (with --server-pid) the server's resident memory per connection.
+    #[command(long_about = "\
+N clients connect, send find, get paired and hold the connection for --duration seconds
+(answering server pings). Reports the connect+handshake rate and latency, the pair wait, and,
+with --server-pid, the server's resident memory per connection: VmRSS of /proc/PID/status is
+read before connecting (baseline) and after all clients are paired and have been held for
+--duration; the summary gives (rss_after - rss_before) / paired connections.")]
+    Idle(IdleArgs),
+    /// Paired clients exchange chat messages, closed-loop (--in-flight) or open-loop at a
+    /// fixed aggregate rate (--rate, latency corrected for coordinated omission).
+    #[command(long_about = "\
+N clients connect and pair; then, all at the same instant, every client sends chat messages to
+its partner for --duration seconds. Each message text is \"<seq> <intended_ns> <sent_ns>\"
+(CLOCK_MONOTONIC, shared by all processes of the machine) padded with 'x' to --message-bytes
+characters; the receiver records the one-way latency in an HDR histogram and checks that every
+message arrives exactly once and in order. At the end each client sends an end marker with
+the number of messages it sent, so the partner can count lost messages, and closes once both
+end markers are through.
+
+Closed-loop (default): each client starts --in-flight messages and answers every message it
+receives with its next one, so each pair keeps 2 x in-flight messages circulating.
+Open-loop (--rate R): all clients together send R messages/s on a fixed schedule regardless of
+replies; latency is measured from the intended send time (as wrk2 does, correcting for
+coordinated omission) and also, uncorrected, from the actual send time.")]
+    Relay(RelayArgs),
+    /// Clients join at --rate per second for --duration, pair, chat a few messages and
+    /// leave; verifies partner_left and message integrity (for soak runs).
+    #[command(long_about = "\
+Clients join at --rate per second for --duration seconds. Each one connects, sends find, gets
+paired, exchanges --messages chat messages with its partner (ping-pong) plus an end marker,
+then one of the two leaves (alternately by a leave message followed by a close, or by a close
+alone) and the other must receive partner_left after every message, then closes. Verifies
+that every message arrived exactly once and in order and that partner_left came, and only
+after the partner's last message. Connections stay short, so this can run for hours.")]
+    Churn(ChurnArgs),
+    /// Clients send messages of any size to the /echo endpoint (closed-loop, or open-loop
+    /// with --rate) and measure the round trip.
+    #[command(long_about = "\
+N clients connect to the echo endpoint (server started with --enable-echo; default URL path
+/echo) and, after all are connected, send messages of --message-bytes bytes (text, or binary
+with --binary) for --duration seconds: closed-loop with --in-flight messages per connection,
+or open-loop at --rate messages/s in total. Reports the round-trip latency and checks that
+every echo comes back whole, once and in order.")]
+    Echo(EchoArgs),
+}
+
+#[derive(Args, Debug, Clone, Serialize)]
+pub struct IdleArgs {
+    /// Number of client connections (in total, over all processes).
+    #[arg(short = 'c', long, default_value_t = 1000)]
+    pub connections: usize,
+    /// Seconds to hold all paired connections before measuring the server and closing.
+    #[arg(short = 'd', long, default_value_t = 2.0)]
+    pub duration: f64,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Args, Debug, Clone, Serialize)]
+pub struct RelayArgs {
+    /// Number of client connections (in total; made even so that everyone has a partner).
+    #[arg(short = 'c', long, default_value_t = 1000)]
+    pub connections: usize,
+    /// Seconds of message exchange (counted once every client is paired).
+    #[arg(short = 'd', long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Closed loop: messages each client keeps in flight.
+    #[arg(long, default_value_t = 1)]
+    pub in_flight: u32,
+    /// Open loop: aggregate messages per second over all clients (disables --in-flight).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Characters of chat text per message (at least 50: the sequence number and timestamps).
+    #[arg(long, default_value_t = 64)]
+    pub message_bytes: usize,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Args, Debug, Clone, Serialize)]
+pub struct ChurnArgs {
+    /// New clients per second (in total).
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Seconds during which clients join.
+    #[arg(short = 'd', long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Chat messages each client sends before leaving.
+    #[arg(long, default_value_t = 5)]
+    pub messages: u32,
+    /// Characters of chat text per message (at least 50).
+    #[arg(long, default_value_t = 64)]
+    pub message_bytes: usize,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Args, Debug, Clone, Serialize)]
+pub struct EchoArgs {
+    /// Number of client connections (in total).
+    #[arg(short = 'c', long, default_value_t = 100)]
+    pub connections: usize,
+    /// Seconds of message exchange (counted once every client is connected).
+    #[arg(short = 'd', long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Closed loop: messages each connection keeps in flight.
+    #[arg(long, default_value_t = 1)]
+    pub in_flight: u32,
+    /// Open loop: aggregate messages per second over all connections.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Bytes per message (at least 50; up to the server's echo limit, 16 MiB by default).
+    #[arg(long, default_value_t = 64)]
+    pub message_bytes: usize,
+    /// Send binary messages instead of text.
+    #[arg(long)]
+    pub binary: bool,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Args, Debug, Clone, Serialize)]
+pub struct Common {
+    /// Server URL (ws:// only). Default ws://127.0.0.1:8080/ws, or .../echo for `echo`.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Event-loop threads per process. Default: number of cores.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Processes to split the connections over (to go past one process's fd limit).
+    #[arg(long, default_value_t = 1)]
+    pub processes: usize,
+    /// Local source addresses to spread connections over, comma-separated
+    /// (e.g. 127.0.0.2,127.0.0.3).
+    #[arg(long, value_delimiter = ',', conflicts_with = "sources")]
+    pub source_addrs: Vec<IpAddr>,
+    /// Use N loopback source addresses 127.0.0.2, 127.0.0.3, ... (shorthand for --source-addrs).
+    #[arg(long)]
+    pub sources: Option<u8>,
+    /// Seconds allowed for each wait: connect+handshake, pairing, draining, closing.
+    #[arg(long, default_value_t = 10.0)]
+    pub timeout: f64,
+    /// Connections allowed in the connect/handshake stage at once, in total over all threads
+    /// and processes (keep it under the server's listen backlog, or SYNs get dropped and
+    /// retried after 1 s).
+    #[arg(long, default_value_t = 64)]
+    pub max_connecting: usize,
+    /// New connections per second in total during setup (0 = as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    pub connect_rate: f64,
+    /// Write the JSON summary to FILE (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Draw the latency distribution (percentile spectrum) into an SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// PID of the server (on this machine): report its CPU time and resident memory.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Tolerate up to N errors (exit 0 if nothing was lost); abort the run when exceeded.
+    /// Without it any error makes the exit code non-zero.
+    #[arg(long)]
+    pub max_errors: Option<u64>,
+    /// No progress line.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Internal: index of this child process (set by --processes).
+    #[arg(long, hide = true)]
+    #[serde(skip)]
+    pub child_index: Option<usize>,
+    /// Internal: number of child processes.
+    #[arg(long, hide = true)]
+    #[serde(skip)]
+    pub child_count: Option<usize>,
+}
