@@ -77,30 +77,84 @@ pub fn render(shared: &Shared) -> String {
 
     family(o, "roulette_build_info", "gauge", "Build information.")
         .sample(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION")), 1);
-    family(
-        o,
-        "roulette_online_clients",
-        "gauge",
-        "Connected chat clients (/ws).",
-    )
-    .sample("", shared.online.load(Relaxed));
-    family(
-        o,
-        "roulette_websocket_connections",
-        "gauge",
-        "Open WebSocket connections (/ws and /echo).",
-    )
-    .sample("", shared.ws_open.load(Relaxed));
-    family(
-        o,
-        "roulette_max_websocket_connections",
-        "gauge",
-        "Configured --max-connections.",
-    )
-    .sample("", shared.config.max_connections);
-    family(o, "roulette_draining", "gauge", "1 while shutting down.")
-        .sample("", u8::from(shared.draining.load(Relaxed)));
-    family(o, "roulette_shards", "gauge", "Event-loop threads.").sample("", shared.shards.len());
+    let m = &shared.matcher;
+    let scalars: [(&'static str, &str, &str, u64); 12] = [
+        (
+            "roulette_online_clients",
+            "gauge",
+            "Connected chat clients (/ws).",
+            shared.online.load(Relaxed) as u64,
+        ),
+        (
+            "roulette_websocket_connections",
+            "gauge",
+            "Open WebSocket connections (/ws and /echo).",
+            shared.ws_open.load(Relaxed) as u64,
+        ),
+        (
+            "roulette_max_websocket_connections",
+            "gauge",
+            "Configured --max-connections.",
+            shared.config.max_connections as u64,
+        ),
+        (
+            "roulette_draining",
+            "gauge",
+            "1 while shutting down.",
+            u64::from(shared.draining.load(Relaxed)),
+        ),
+        (
+            "roulette_shards",
+            "gauge",
+            "Event-loop threads.",
+            shared.shards.len() as u64,
+        ),
+        (
+            "roulette_matchmaker_requests_total",
+            "counter",
+            "Requests handled by the matchmaker.",
+            m.requests.load(Relaxed),
+        ),
+        (
+            "roulette_pairings_total",
+            "counter",
+            "Pairs made.",
+            m.pairings.load(Relaxed),
+        ),
+        (
+            "roulette_waiting_clients",
+            "gauge",
+            "Clients waiting for a stranger.",
+            m.waiting.load(Relaxed),
+        ),
+        (
+            "roulette_paired_clients",
+            "gauge",
+            "Clients in a chat, as the matchmaker sees it.",
+            m.paired.load(Relaxed),
+        ),
+        (
+            "roulette_chat_pairs",
+            "gauge",
+            "Pairs chatting, as the matchmaker sees them.",
+            m.paired.load(Relaxed) / 2,
+        ),
+        (
+            "roulette_accept_errors_total",
+            "counter",
+            "Failed accept() calls (e.g. out of file descriptors).",
+            shared.accept_errors.load(Relaxed),
+        ),
+        (
+            "roulette_accept_overload_total",
+            "counter",
+            "Connections shed because every shard inbox was full.",
+            shared.accept_overload.load(Relaxed),
+        ),
+    ];
+    for (name, kind, help, value) in scalars {
+        family(o, name, kind, help).sample("", value);
+    }
 
     type Counter = fn(&ShardStats) -> &AtomicU64;
     let per_shard: &[(&'static str, &str, &str, Counter)] = &[
@@ -299,44 +353,6 @@ pub fn render(shared: &Shared) -> String {
             );
         }
     }
-    let m = &shared.matcher;
-    family(
-        o,
-        "roulette_matchmaker_requests_total",
-        "counter",
-        "Requests handled by the matchmaker.",
-    )
-    .sample("", m.requests.load(Relaxed));
-    family(o, "roulette_pairings_total", "counter", "Pairs made.")
-        .sample("", m.pairings.load(Relaxed));
-    family(
-        o,
-        "roulette_waiting_clients",
-        "gauge",
-        "Clients waiting for a stranger.",
-    )
-    .sample("", m.waiting.load(Relaxed));
-    family(
-        o,
-        "roulette_paired_clients",
-        "gauge",
-        "Clients in a chat, as the matchmaker sees it.",
-    )
-    .sample("", m.paired.load(Relaxed));
-    family(
-        o,
-        "roulette_accept_errors_total",
-        "counter",
-        "Failed accept() calls (e.g. out of file descriptors).",
-    )
-    .sample("", shared.accept_errors.load(Relaxed));
-    family(
-        o,
-        "roulette_accept_overload_total",
-        "counter",
-        "Connections shed because every shard inbox was full.",
-    )
-    .sample("", shared.accept_overload.load(Relaxed));
     process_metrics(o);
     out
 }
