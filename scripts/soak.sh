@@ -44,8 +44,8 @@ print(f"soak: RSS KiB start {rss[0]}, peak {max(rss)}, end {rss[-1]}")
 print(f"soak: open fds start {fds[0]}, peak {max(fds)}, end {fds[-1]}")
 try:
     s = json.load(open(f"{out}/churn.json"))
-    keys = [k for k in ("connections_ok", "errors_total", "messages_sent", "messages_received", "lost", "duplicated", "out_of_order") if k in s]
-    print("soak: loadtest " + ", ".join(f"{k}={s[k]}" for k in keys))
+    print(f"soak: loadtest sessions={s.get('sessions')} ({s.get('sessions_per_sec', 0):.1f}/s), "
+          f"errors={s.get('errors_total')}, messages={json.dumps(s.get('messages'))}")
 except Exception as e:
     print(f"soak: no loadtest summary ({e})")
 print(f"soak: loadtest exit code {rc}")
