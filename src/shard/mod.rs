@@ -565,11 +565,7 @@ impl Shard {
             }
             Event::Ping(payload) => {
                 // One pong per ping, in order (Autobahn 2.10/2.11).
-                self.frame.clear();
-                ws::write_frame(&mut self.frame, OpCode::Pong, payload);
-                let frame = std::mem::take(&mut self.frame);
-                self.queue(slot, &frame);
-                self.frame = frame;
+                self.queue_frame(slot, OpCode::Pong, payload);
                 true
             }
             Event::Pong(_) => true,
@@ -580,9 +576,7 @@ impl Shard {
                 self.leave_chat(slot);
                 self.frame.clear();
                 ws::write_close(&mut self.frame, reply, "");
-                let frame = std::mem::take(&mut self.frame);
-                self.queue(slot, &frame);
-                self.frame = frame;
+                self.queue_built_frame(slot);
                 if let Some(conn) = self.conns.get_mut(slot) {
                     conn.phase = Phase::Closing;
                     conn.since = self.now;
@@ -601,15 +595,11 @@ impl Shard {
             return;
         };
         if conn.has(flag::ECHO) {
-            self.frame.clear();
-            ws::write_frame(
-                &mut self.frame,
+            self.queue_frame(
+                slot,
                 if text { OpCode::Text } else { OpCode::Binary },
                 payload,
             );
-            let frame = std::mem::take(&mut self.frame);
-            self.queue(slot, &frame);
-            self.frame = frame;
             ShardStats::inc(&self.stats().messages_out);
         } else {
             self.on_chat_message(slot, payload);
@@ -867,9 +857,7 @@ impl Shard {
         ws::write_frame(&mut self.frame, OpCode::Text, &self.json);
         if partner.shard == self.id {
             if let Some(pslot) = self.paired_slot(partner, epoch) {
-                let frame = std::mem::take(&mut self.frame);
-                self.queue(pslot, &frame);
-                self.frame = frame;
+                self.queue_built_frame(pslot);
                 ShardStats::inc(&self.stats().relayed_local);
                 ShardStats::inc(&self.stats().messages_out);
             }
@@ -888,9 +876,7 @@ impl Shard {
         write(&mut self.json);
         self.frame.clear();
         ws::write_frame(&mut self.frame, OpCode::Text, &self.json);
-        let frame = std::mem::take(&mut self.frame);
-        self.queue(slot, &frame);
-        self.frame = frame;
+        self.queue_built_frame(slot);
         ShardStats::inc(&self.stats().messages_out);
     }
 
@@ -899,6 +885,20 @@ impl Shard {
     }
 
     // ----- writing ----------------------------------------------------------------------
+
+    /// Encode one unfragmented frame and queue it.
+    fn queue_frame(&mut self, slot: usize, opcode: OpCode, payload: &[u8]) {
+        self.frame.clear();
+        ws::write_frame(&mut self.frame, opcode, payload);
+        self.queue_built_frame(slot);
+    }
+
+    /// Queue the frame already built in the shard's scratch buffer.
+    fn queue_built_frame(&mut self, slot: usize) {
+        let frame = std::mem::take(&mut self.frame);
+        self.queue(slot, &frame);
+        self.frame = frame;
+    }
 
     /// Append bytes to a connection's output, enforcing the outbound cap. Never closes from
     /// here (DESIGN-NOTES §3, uWS #1056): an over-cap connection is doomed and closed at the
@@ -1188,11 +1188,7 @@ impl Shard {
                     self.queue(slot, &reply);
                 }
                 PING => {
-                    self.frame.clear();
-                    ws::write_frame(&mut self.frame, OpCode::Ping, b"");
-                    let frame = std::mem::take(&mut self.frame);
-                    self.queue(slot, &frame);
-                    self.frame = frame;
+                    self.queue_frame(slot, OpCode::Ping, b"");
                     if let Some(c) = self.conns.get_mut(slot) {
                         c.flags |= flag::PING_SENT;
                         c.since = self.now;
