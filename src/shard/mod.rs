@@ -651,10 +651,9 @@ impl Shard {
         };
         let state = conn.chat.phase;
         match msg {
+            // `end_pair` does nothing unless the connection is paired.
             ClientMsg::Find { interests } => {
-                if state == ChatPhase::Paired {
-                    self.end_pair(slot);
-                }
+                self.end_pair(slot);
                 let ticket = self.requeue(slot);
                 self.outbox.to_matcher.push_back(MatchReq::Find {
                     user: me,
@@ -665,9 +664,7 @@ impl Shard {
             ClientMsg::Next => match state {
                 ChatPhase::Waiting => self.send_json(slot, proto::write_waiting),
                 ChatPhase::Idle | ChatPhase::Paired => {
-                    if state == ChatPhase::Paired {
-                        self.end_pair(slot);
-                    }
+                    self.end_pair(slot);
                     let ticket = self.requeue(slot);
                     self.outbox
                         .to_matcher
@@ -677,9 +674,7 @@ impl Shard {
             ClientMsg::Leave => match state {
                 ChatPhase::Idle => {}
                 ChatPhase::Waiting | ChatPhase::Paired => {
-                    if state == ChatPhase::Paired {
-                        self.end_pair(slot);
-                    }
+                    self.end_pair(slot);
                     if let Some(c) = self.conns.get_mut(slot) {
                         c.chat.phase = ChatPhase::Idle;
                     }
