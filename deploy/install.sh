@@ -12,7 +12,7 @@
 # Installs:
 #   /usr/local/bin/roulette                   (replaced on every run)
 #   /etc/systemd/system/roulette.service      (replaced on every run)
-#   /etc/roulette/roulette.env                (only if missing: your settings are kept)
+#   /etc/roulette/roulette.env                (0600; only if missing: your settings are kept)
 #   /etc/sysctl.d/60-roulette.conf            (replaced on every run)
 # then `sysctl --system`, `systemctl daemon-reload`, `systemctl enable --now roulette`,
 # and, when the service was already running (an upgrade), `systemctl restart roulette`
@@ -77,8 +77,14 @@ install_file 0644 "$here/sysctl.d/60-roulette.conf" "$DESTDIR/etc/sysctl.d/60-ro
 env_dst="$DESTDIR/etc/roulette/roulette.env"
 if [ -e "$env_dst" ]; then
   say "keeping existing $env_dst (the shipped example is deploy/roulette.env)"
+  case $(stat -c %a "$env_dst") in
+    *00) ;;
+    *) say "note: $env_dst is readable by other users: chmod 600 it if it holds a password (ROULETTE_CLUSTER)" ;;
+  esac
 else
-  install_file 0644 "$here/roulette.env" "$env_dst"
+  # 0600: the file may hold a secret (the Redis password in ROULETTE_CLUSTER); systemd
+  # reads it as root.
+  install_file 0600 "$here/roulette.env" "$env_dst"
 fi
 
 # --- activate -----------------------------------------------------------------------

@@ -9,7 +9,13 @@
 #               the file with every line uncommented starts the server
 #   sysctl      every key exists in this kernel (nothing is applied)
 #   cloud-init  cloud-init schema; embedded unit/env/sysctl identical to deploy/; the
-#               embedded fetch script run against a file:// URL
+#               embedded fetch script run against a file:// URL; a cluster node's user-data
+#               (ROULETTE_CLUSTER uncommented as README "Deploying a cluster" does)
+#   Redis       deploy/redis: setup.sh (bash -n, shellcheck, DESTDIR run, re-run keeps the
+#               password, address detection); redis-server on the installed redis.conf on
+#               loopback: password required, CONFIG GET matches the file (persistence off,
+#               noeviction, ...), a full Redis refuses writes and evicts nothing, no dump
+#               file after shutdown; cloud-init schema, embedded conf/script identical
 #   LB          haproxy -c / nginx -t on copies using a throw-away self-signed cert, then
 #               both proxies run on loopback in front of two live nodes: TLS, WebSocket
 #               upgrade, and a draining node (503) leaving the rotation
@@ -70,10 +76,12 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v strace >/dev/null || need+=(strace)
 command -v curl >/dev/null || need+=(curl)
 command -v shellcheck >/dev/null || need+=(shellcheck)
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v redis-cli >/dev/null || need+=(redis-tools)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing: ${need[*]}"
-    # Keep package scripts from starting the haproxy/nginx/prometheus daemons.
+    # Keep package scripts from starting the haproxy/nginx/prometheus/redis daemons.
     own_policy=0
     if [ ! -e /usr/sbin/policy-rc.d ]; then
       printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d && own_policy=1
@@ -103,7 +111,7 @@ if [ ! -x "$BIN" ]; then
 fi
 BIN=$(realpath "$BIN")
 echo "binary: $BIN ($("$BIN" --version))"
-for t in systemd-analyze cloud-init haproxy nginx promtool openssl strace curl shellcheck; do
+for t in systemd-analyze cloud-init haproxy nginx promtool openssl strace curl shellcheck redis-server redis-cli; do
   printf '  %-16s %s\n' "$t" "$(command -v "$t" || echo missing)"
 done
 
@@ -549,6 +557,207 @@ printf '%s\n' "$out" | indent
 [ $fetch_ok = 1 ] && pass "roulette-fetch: refuses the placeholder URL, installs a file:// binary with a matching SHA-256, rejects a wrong one" ||
   fail "roulette-fetch script"
 
+# A cluster node's user-data, made the way README "Deploying a cluster" says: sed turns the
+# commented ROULETTE_CLUSTER line of the embedded env file into the real setting.
+NODE_CI="$WORK/node-user-data.yaml"
+TEST_URL="redis://:$(printf '%064d' 0 | tr 0 a)@10.0.0.5:6379"
+sed -e "s|^\( *\)#ROULETTE_CLUSTER=.*|\1ROULETTE_CLUSTER=$TEST_URL|" \
+    -e "s|^\( *\)ROULETTE_RELEASE_URL=.*|\1ROULETTE_RELEASE_URL=https://releases.example.org/roulette-x86_64-linux|" \
+    -e "s|^\( *\)ROULETTE_RELEASE_SHA256=.*|\1ROULETTE_RELEASE_SHA256=$(sha256sum "$BIN" | cut -d' ' -f1)|" \
+    "$DEPLOY/cloud-init.yaml" >"$NODE_CI"
+run_ok "cluster node user-data (ROULETTE_CLUSTER set by the README's sed): schema valid, only that line active, 0600" \
+  $PY - "$NODE_CI" "$DEPLOY/roulette.env" "$TEST_URL" <<'PYEOF'
+import subprocess, sys, yaml
+node_ci, env_src, url = sys.argv[1:4]
+r = subprocess.run(["cloud-init", "schema", "--config-file", node_ci], capture_output=True, text=True)
+print(r.stdout.strip() or r.stderr.strip())
+bad = r.returncode != 0
+files = {f["path"]: f for f in yaml.safe_load(open(node_ci))["write_files"]}
+entry = files["/etc/roulette/roulette.env"]
+rel = dict(l.split("=", 1) for l in files["/etc/roulette/release.conf"]["content"].splitlines())
+print(f"release.conf: URL {rel['ROULETTE_RELEASE_URL']}, SHA256 {rel['ROULETTE_RELEASE_SHA256'][:12]}...")
+if "example.invalid" in rel["ROULETTE_RELEASE_URL"] or len(rel["ROULETTE_RELEASE_SHA256"]) != 64:
+    bad = True
+got, src = entry["content"].splitlines(), open(env_src).read().splitlines()
+active = [l for l in got if l and not l.startswith("#")]
+diff = [(a, b) for a, b in zip(src, got) if a != b]
+print(f"active lines: {active}; lines changed: {len(diff)}; permissions {entry.get('permissions')}")
+if active != [f"ROULETTE_CLUSTER={url}"] or len(diff) != 1 or len(got) != len(src):
+    bad = True
+if entry.get("permissions") != "0600":
+    print("the env file may hold the Redis password: want permissions '0600'"); bad = True
+sys.exit(1 if bad else 0)
+PYEOF
+
+# ------------------------------------------------------------------------------------
+section "Redis (deploy/redis): setup.sh"
+RDEPLOY=$DEPLOY/redis
+run_quiet "bash -n deploy/redis/setup.sh" bash -n "$RDEPLOY/setup.sh"
+if command -v shellcheck >/dev/null; then
+  run_quiet "shellcheck deploy/redis/setup.sh" shellcheck -S warning "$RDEPLOY/setup.sh"
+fi
+# Install into a scratch root. 127.0.0.2 stands in for the VM's private address (it is
+# loopback here, so the live check below can really listen on it).
+RROOT="$WORK/redisroot"
+setup_ok=1
+out=$(DESTDIR=$RROOT REDIS_BIND_IP=127.0.0.2 bash "$RDEPLOY/setup.sh" 2>&1) || setup_ok=0
+printf '%s\n' "$out" | indent
+RLOCAL="$RROOT/etc/redis/roulette-local.conf"
+for f in "0640 etc/redis/redis.conf" "0640 etc/redis/roulette-local.conf" "0644 etc/sysctl.d/60-roulette-redis.conf"; do
+  got=$(stat -c '%04a' "$RROOT/${f#* }" 2>/dev/null)
+  [ "$got" = "${f%% *}" ] || { echo "      WRONG mode $got: ${f#* }"; setup_ok=0; }
+done
+cmp -s "$RDEPLOY/redis.conf" "$RROOT/etc/redis/redis.conf" || { echo "      installed redis.conf differs from deploy/redis/redis.conf"; setup_ok=0; }
+RPASS=$(sed -n 's/^requirepass //p' "$RLOCAL" 2>/dev/null)
+[[ $RPASS =~ ^[0-9a-f]{64}$ ]] || { echo "      password is not 64 hex digits: '$RPASS'"; setup_ok=0; }
+grep -qx 'bind 127.0.0.2 127.0.0.1 -::1' "$RLOCAL" || { echo "      roulette-local.conf lacks 'bind 127.0.0.2 127.0.0.1 -::1'"; setup_ok=0; }
+# A re-run without arguments changes nothing and keeps the password and the address.
+cp "$RLOCAL" "$WORK/local.before"
+out=$(DESTDIR=$RROOT bash "$RDEPLOY/setup.sh" 2>&1) || setup_ok=0
+[ "$(printf '%s\n' "$out" | grep -c '^redis setup: unchanged ')" = 3 ] && cmp -s "$WORK/local.before" "$RLOCAL" ||
+  { printf '%s\n' "$out" | indent; echo "      re-run changed files"; setup_ok=0; }
+url=$(DESTDIR=$RROOT bash "$RDEPLOY/setup.sh" --print-url 2>&1)
+[ "$url" = "redis://:$RPASS@127.0.0.2:6379" ] || { echo "      --print-url: $url"; setup_ok=0; }
+echo "      re-run: 3 files unchanged, password kept; --print-url: redis://:<64 hex>@127.0.0.2:6379"
+# Address detection (the cloud-init path): exactly one private IPv4 address, else refuse.
+DESTDIR="$WORK/det1" REDIS_HOST_ADDRS="192.0.2.7 10.1.2.3" bash "$RDEPLOY/setup.sh" >/dev/null 2>&1
+grep -qx 'bind 10.1.2.3 127.0.0.1 -::1' "$WORK/det1/etc/redis/roulette-local.conf" 2>/dev/null || { echo "      did not pick 10.1.2.3 among 192.0.2.7 10.1.2.3"; setup_ok=0; }
+for addrs in "192.0.2.7" "10.1.2.3 192.168.5.5" ; do
+  if DESTDIR="$WORK/det2" REDIS_HOST_ADDRS="$addrs" bash "$RDEPLOY/setup.sh" >/dev/null 2>&1 || [ -e "$WORK/det2" ]; then
+    echo "      guessed an address among '$addrs' (must refuse)"; setup_ok=0; fi
+done
+if DESTDIR="$WORK/det3" bash "$RDEPLOY/setup.sh" --bind 10.0.0.256 >/dev/null 2>&1 || [ -e "$WORK/det3" ]; then
+  echo "      accepted --bind 10.0.0.256"; setup_ok=0; fi
+echo "      address detection: picked 10.1.2.3 of '192.0.2.7 10.1.2.3'; refused '192.0.2.7' (none private), '10.1.2.3 192.168.5.5' (two), --bind 10.0.0.256"
+# The sysctl file it writes: every key known to this kernel (nothing is applied).
+while read -r key _ value; do
+  [ -e "/proc/sys/${key//.//}" ] && echo "      sysctl $key = $value (now: $(cat "/proc/sys/${key//.//}"))" ||
+    { echo "      unknown sysctl $key"; setup_ok=0; }
+done < <(grep -E '^[a-z]' "$RROOT/etc/sysctl.d/60-roulette-redis.conf")
+grep -q '^vm.overcommit_memory = 1$' "$RROOT/etc/sysctl.d/60-roulette-redis.conf" || { echo "      no vm.overcommit_memory = 1"; setup_ok=0; }
+[ $setup_ok = 1 ] && pass "setup.sh: DESTDIR install (conf byte for byte, 0640 local conf with bind + 64-hex password, sysctl), idempotent re-run, address detection" ||
+  fail "deploy/redis/setup.sh"
+
+section "Redis (deploy/redis): redis-server on the installed redis.conf, on loopback"
+# A runtime copy of the installed (= shipped) redis.conf: free port, pid file and dir in
+# the scratch dir, the include pointing at the roulette-local.conf setup.sh wrote, the
+# placeholder bind on 127.0.0.1. Everything else as shipped.
+RPORT=$(free_port)
+RDIR="$WORK/redis"; mkdir -p "$RDIR/data"
+sed -e "s#^bind .*#bind 127.0.0.1#; s#^port .*#port $RPORT#; s#^pidfile .*#pidfile $RDIR/redis.pid#" \
+  -e "s#^dir .*#dir $RDIR/data#; s#^include /etc/redis/roulette-local.conf\$#include $RLOCAL#" \
+  "$RROOT/etc/redis/redis.conf" >"$RDIR/redis.conf"
+changed=$(diff "$RDEPLOY/redis.conf" "$RDIR/redis.conf" | grep -c '^>')
+echo "      runtime copy: $changed lines rewritten (bind, port, pidfile, dir, include)"
+[ "$changed" = 5 ] || fail "redis.conf runtime copy: expected 5 rewritten lines, got $changed"
+# Control: without its roulette-local.conf, Redis must refuse to start.
+sed "s#^include .*#include $RDIR/missing.conf#" "$RDIR/redis.conf" >"$RDIR/nolocal.conf"
+if timeout 5 redis-server "$RDIR/nolocal.conf" >"$RDIR/nolocal.log" 2>&1; then
+  fail "redis-server started without roulette-local.conf"
+else pass "redis-server refuses to start without roulette-local.conf (control): $(sed -n 's/.*\(Fatal error.*\)/\1/p' "$RDIR/nolocal.log" | head -1)"; fi
+redis-server "$RDIR/redis.conf" >"$RDIR/redis.log" 2>&1 &
+RSRV_PID=$!; PIDS+=("$RSRV_PID")
+rcli() { REDISCLI_AUTH=$RPASS redis-cli --no-auth-warning -h 127.0.0.1 -p "$RPORT" --raw "$@" 2>&1; }
+for _ in $(seq 100); do [ "$(rcli PING)" = PONG ] && break; kill -0 "$RSRV_PID" 2>/dev/null || break; sleep 0.05; done
+if [ "$(rcli PING)" != PONG ]; then
+  indent <"$RDIR/redis.log"; fail "redis-server did not start on the shipped redis.conf"
+else
+  echo "      $(rcli INFO server | grep -E '^redis_version' | tr -d '\r') on 127.0.0.1:$RPORT and 127.0.0.2:$RPORT"
+  auth_ok=1
+  r1=$(redis-cli -h 127.0.0.1 -p "$RPORT" PING 2>&1)
+  r2=$(REDISCLI_AUTH=wrong redis-cli --no-auth-warning -h 127.0.0.1 -p "$RPORT" PING 2>&1 | head -1)
+  r3=$(rcli PING)
+  r4=$(REDISCLI_AUTH=$RPASS redis-cli --no-auth-warning -h 127.0.0.2 -p "$RPORT" PING 2>&1)
+  # redis-cli 7.0 turns redis://:PASSWORD@ into AUTH "" PASSWORD (an empty user name, which
+  # fails), so the nodes' URL form is checked as the one-argument AUTH it stands for (r3, r4,
+  # r6), and the spelt-out form redis://default:PASSWORD@ through -u.
+  r5=$(redis-cli --no-auth-warning -u "redis://default:$RPASS@127.0.0.1:$RPORT" PING 2>&1)
+  r6=$(printf 'AUTH %s\nPING\n' "$RPASS" | redis-cli -h 127.0.0.2 -p "$RPORT" 2>&1 | tr '\n' ' ')
+  echo "      no password -> $r1"
+  echo "      wrong password -> $r2"
+  echo "      AUTH <password> (what redis://:PASSWORD@HOST:PORT sends) -> $r3 on 127.0.0.1, $r4 on 127.0.0.2 (the 'private' address); inline: $r6"
+  echo "      redis-cli -u redis://default:<password>@127.0.0.1:$RPORT -> $r5"
+  r7=$(DESTDIR=$RROOT bash "$RDEPLOY/setup.sh" --cli -p "$RPORT" PING 2>&1)
+  echo "      setup.sh --cli PING -> $r7"
+  [[ $r1 == NOAUTH* && $r2 == *WRONGPASS* && $r3 == PONG && $r4 == PONG && $r5 == PONG && $r6 == "OK PONG " && $r7 == PONG ]] || auth_ok=0
+  [ $auth_ok = 1 ] && pass "password required (requirepass from roulette-local.conf), AUTH works on both bound addresses" ||
+    fail "Redis authentication"
+  # Every setting that matters, as Redis reports it, against what the files say (the
+  # last occurrence wins, roulette-local.conf last, as Redis reads them).
+  cfg_ok=1
+  to_bytes() { # Redis memory units: k=1000, kb=1024, m, mb, g, gb
+    awk -v v="$1" 'BEGIN{ n=v+0; u=tolower(v); sub(/^[0-9]+/, "", u);
+      f["" ]=1; f["k"]=1e3; f["kb"]=1024; f["m"]=1e6; f["mb"]=1048576; f["g"]=1e9; f["gb"]=1073741824;
+      if (!(u in f)) { print "bad:" v; exit } printf "%d\n", n*f[u] }'
+  }
+  for key in save appendonly maxmemory-policy maxmemory tcp-keepalive timeout maxclients protected-mode tcp-backlog bind requirepass disable-thp; do
+    want=$(cat "$RDEPLOY/redis.conf" "$RLOCAL" | sed -n "s/^$key //p" | tail -1)
+    got=$(rcli CONFIG GET "$key" | sed -n 2p)
+    case $key in
+      save) [ "$want" = '""' ] && want= ;;
+      maxmemory) want=$(to_bytes "$want") ;;
+    esac
+    shown=$got; [ "$key" = requirepass ] && shown="<64 hex, matches roulette-local.conf>"
+    if [ "$got" = "$want" ]; then printf '      %-17s %s\n' "$key" "${shown:-\"\"}"; else
+      printf '      %-17s %s (file says %s)\n' "$key" "$got" "$want"; cfg_ok=0; fi
+  done
+  got=$(rcli CONFIG GET client-output-buffer-limit | sed -n 2p)
+  echo "      client-output-buffer-limit: $got"
+  [[ $got == *"pubsub 33554432 8388608 60"* ]] || cfg_ok=0
+  [ "$(rcli CONFIG GET save | sed -n 2p)" = "" ] && [ "$(rcli CONFIG GET appendonly | sed -n 2p)" = no ] &&
+    [ "$(rcli CONFIG GET maxmemory-policy | sed -n 2p)" = noeviction ] || cfg_ok=0
+  [ $cfg_ok = 1 ] && pass "CONFIG GET matches redis.conf + roulette-local.conf: save \"\", appendonly no, noeviction, maxmemory, keepalive, timeout 0, maxclients, bind" ||
+    fail "Redis CONFIG GET differs from the files"
+  # noeviction for real: shrink maxmemory at runtime, write heartbeat-like keys with a TTL
+  # and queue entries until Redis refuses; nothing may have been evicted, and pops,
+  # deletes and PUBLISH must still work.
+  rcli CONFIG SET maxmemory 2mb >/dev/null
+  for i in $(seq 1 8000); do
+    printf 'SET hb:node%d %0300d EX 600\n' "$i" 0
+    if [ $((i % 10)) = 0 ]; then printf 'ZADD q %d s%d\n' "$i" "$i"; fi
+  done | rcli >"$RDIR/fill.out"
+  n_ok=$(grep -cx OK "$RDIR/fill.out"); n_z=$(grep -cx 1 "$RDIR/fill.out"); n_oom=$(grep -c '^OOM ' "$RDIR/fill.out")
+  n_keys=$(rcli DBSIZE); n_q=$(rcli ZCARD q)
+  evicted=$(rcli INFO stats | sed -n 's/^evicted_keys:\([0-9]*\).*/\1/p')
+  pub=$(rcli PUBLISH node.x frame); pop=$(rcli ZPOPMIN q | head -1); del=$(rcli DEL hb:node1)
+  echo "      full (maxmemory 2mb at runtime): $n_ok SETs ok, $n_z ZADDs ok, $n_oom refused with OOM; keys $n_keys (= $n_ok SETs + queue), queue $n_q, evicted_keys $evicted"
+  echo "      while full: PUBLISH -> $pub, ZPOPMIN -> $pop, DEL -> $del"
+  if [ "$n_oom" -gt 0 ] && [ "$evicted" = 0 ] && [ "$n_keys" = $((n_ok + 1)) ] && [ "$n_q" = "$n_z" ] &&
+     [ "$pub" = 0 ] && [ -n "$pop" ] && [ "$del" = 1 ]; then
+    pass "noeviction: a full Redis refuses new writes (OOM) and evicts nothing; PUBLISH, pops and deletes still work"
+  else fail "noeviction behaviour"; fi
+  rcli FLUSHALL >/dev/null
+  # Persistence off: a normal SHUTDOWN writes no dump.rdb and no AOF.
+  rcli SHUTDOWN >/dev/null
+  wait_exit "$RSRV_PID" 10
+  left=$(find "$RDIR/data" -mindepth 1 | wc -l)
+  echo "      SHUTDOWN: exit status $WAIT_STATUS; files left in dir: $left"
+  [ "$WAIT_STATUS" = 0 ] && [ "$left" = 0 ] && pass "persistence off: no dump.rdb or appendonlydir after SHUTDOWN" ||
+    { fail "Redis shutdown (status $WAIT_STATUS, $left files in dir)"; ls -la "$RDIR/data" | indent; }
+fi
+
+section "Redis (deploy/redis): cloud-init"
+run_ok "cloud-init schema --config-file deploy/redis/cloud-init.yaml" cloud-init schema --config-file "$RDEPLOY/cloud-init.yaml"
+run_ok "deploy/redis/cloud-init.yaml embeds redis.conf and setup.sh unchanged, installs and runs them" $PY - "$RDEPLOY" <<'PYEOF'
+import sys, yaml
+d = sys.argv[1]
+ci = yaml.safe_load(open(f"{d}/cloud-init.yaml"))
+files = {f["path"]: f for f in ci["write_files"]}
+bad = 0
+for dst, src, mode in [("/usr/local/lib/roulette-redis/redis.conf", "redis.conf", "0644"),
+                       ("/usr/local/lib/roulette-redis/setup.sh", "setup.sh", "0755")]:
+    f = files.get(dst, {})
+    same = f.get("content") == open(f"{d}/{src}").read()
+    print(f"{dst} == deploy/redis/{src}: {same}; permissions {f.get('permissions')}")
+    bad |= not same or f.get("permissions") != mode
+print("packages:", " ".join(ci.get("packages", [])))
+bad |= "redis-server" not in ci.get("packages", [])
+cmds = [" ".join(c) if isinstance(c, list) else c for c in ci["runcmd"]]
+print("runcmd:", " ; ".join(cmds))
+bad |= not any(c.startswith("/usr/local/lib/roulette-redis/setup.sh") for c in cmds)
+sys.exit(bad)
+PYEOF
+
 # ------------------------------------------------------------------------------------
 section "load balancers: config checks"
 LB="$WORK/lb"; mkdir -p "$LB/nginx/logs"
@@ -812,7 +1021,7 @@ printf '%s\n' "$out" | tail -2 | indent
 inst_ok=1
 [ $rc = 0 ] || inst_ok=0
 for f in "0755 usr/local/bin/roulette:$BIN" "0644 etc/systemd/system/roulette.service:$DEPLOY/roulette.service" \
-  "0644 etc/roulette/roulette.env:$DEPLOY/roulette.env" "0644 etc/sysctl.d/60-roulette.conf:$DEPLOY/sysctl.d/60-roulette.conf"; do
+  "0600 etc/roulette/roulette.env:$DEPLOY/roulette.env" "0644 etc/sysctl.d/60-roulette.conf:$DEPLOY/sysctl.d/60-roulette.conf"; do
   mode=${f%% *}; rest=${f#* }; path=${rest%%:*}; src=${rest#*:}
   got=$(stat -c '%04a' "$DEST/$path" 2>/dev/null)
   if [ "$got" = "$mode" ] && cmp -s "$src" "$DEST/$path"; then echo "      $mode $path"; else
