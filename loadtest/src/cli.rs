@@ -25,11 +25,20 @@ source address reaches at most one ephemeral port range (about 28k ports here) p
 destination: spread connections over several loopback addresses with --sources N
 (127.0.0.2, 127.0.0.3, ...) or --source-addrs A,B (bound with IP_BIND_ADDRESS_NO_PORT).
 
+Several nodes: --url takes several URLs (--url A,B or --url A --url B; all /ws, or all /echo
+for echo). Client i, counted over every thread and process, connects to URL i mod N. With
+--pair-tags (idle, relay, churn) clients 2k and 2k+1 both send find with the one interest
+\"lt<k>-<run id>\", so the server pairs exactly those two; with two URLs every pair then has
+one client on each node, which measures relay between two nodes of a cluster. A client paired
+otherwise counts a wrong_partner error. The summary gives urls, connections per URL, pairs
+and pairs_cross_url (null without --pair-tags).
+
 Examples:
   loadtest idle -c 15000 --processes 2 --sources 4 --server-pid $(pidof roulette)
   loadtest relay -c 10000 -d 20 --in-flight 1 --sources 4 --server-pid $(pidof roulette)
   loadtest relay -c 2000 -d 30 --rate 50000 --plot latency.svg --json out.json
   loadtest churn --rate 100 -d 3600
+  loadtest relay -c 2000 -d 20 --url ws://127.0.0.1:8081/ws,ws://127.0.0.1:8082/ws --pair-tags
   loadtest echo -c 100 -d 10 --message-bytes 65536 --url ws://127.0.0.1:8080/echo";
 
 #[derive(Parser, Debug)]
@@ -102,6 +111,10 @@ pub struct IdleArgs {
     /// Seconds to hold all paired connections before measuring the server and closing.
     #[arg(short = 'd', long, default_value_t = 2.0)]
     pub duration: f64,
+    /// Pair clients 2k and 2k+1 (counted over the whole run) with each other: both send find
+    /// with the one interest "lt<k>-<run id>". With two URLs every pair spans both.
+    #[arg(long)]
+    pub pair_tags: bool,
     #[command(flatten)]
     pub common: Common,
 }
@@ -123,6 +136,10 @@ pub struct RelayArgs {
     /// Characters of chat text per message (at least 50: the sequence number and timestamps).
     #[arg(long, default_value_t = 64)]
     pub message_bytes: usize,
+    /// Pair clients 2k and 2k+1 (counted over the whole run) with each other: both send find
+    /// with the one interest "lt<k>-<run id>". With two URLs every pair spans both.
+    #[arg(long)]
+    pub pair_tags: bool,
     #[command(flatten)]
     pub common: Common,
 }
@@ -141,6 +158,11 @@ pub struct ChurnArgs {
     /// Characters of chat text per message (at least 50).
     #[arg(long, default_value_t = 64)]
     pub message_bytes: usize,
+    /// Join clients two at a time and pair each two with each other: joins 2k and 2k+1
+    /// (counted over the whole run) both send find with the one interest "lt<k>-<run id>".
+    /// With two URLs every pair spans both.
+    #[arg(long)]
+    pub pair_tags: bool,
     #[command(flatten)]
     pub common: Common,
 }
@@ -171,9 +193,11 @@ pub struct EchoArgs {
 
 #[derive(Args, Debug, Clone, Serialize)]
 pub struct Common {
-    /// Server URL (ws:// only). Default ws://127.0.0.1:8080/ws, or .../echo for `echo`.
-    #[arg(long)]
-    pub url: Option<String>,
+    /// Server URL (ws:// only). Several nodes: repeat --url or separate with commas; client
+    /// i (counted over all threads and processes) connects to URL i mod N. All URLs must name
+    /// the same endpoint. Default ws://127.0.0.1:8080/ws, or .../echo for `echo`.
+    #[arg(long, value_name = "URL[,URL...]")]
+    pub url: Vec<String>,
     /// Event-loop threads per process. Default: number of cores.
     #[arg(long)]
     pub threads: Option<usize>,
@@ -222,4 +246,8 @@ pub struct Common {
     #[arg(long, hide = true)]
     #[serde(skip)]
     pub child_count: Option<usize>,
+    /// Internal: the run id of the pair tags (the parent's, passed to its children).
+    #[arg(long, hide = true)]
+    #[serde(skip)]
+    pub run_id: Option<String>,
 }

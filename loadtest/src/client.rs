@@ -16,6 +16,7 @@ use crate::frames::{
 };
 use crate::stats::{Counts, ErrKind, Hists, ERR_KINDS};
 use crate::sys::now_ns;
+use crate::targets;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use roulette::ws::{Decoder, Event};
@@ -65,12 +66,18 @@ pub enum Kind {
 #[derive(Debug)]
 pub struct Plan {
     pub kind: Kind,
-    pub target: SocketAddr,
+    /// One address per `--url`: client `i` (global index) connects to `targets[i % n]` with
+    /// `frames.requests[i % n]`.
+    pub targets: Vec<SocketAddr>,
     pub sources: Vec<IpAddr>,
     /// Connections (idle, relay, echo) or joins (churn) of each thread of this process.
     pub per_thread: Vec<usize>,
-    /// Global index of this process's first connection (spreads source addresses).
+    /// Global index of this process's first connection (spreads URLs and source addresses,
+    /// names pair tags).
     pub conn_offset: usize,
+    /// `--pair-tags`: the run id of the tags (clients `2k` and `2k+1` send `find` with the one
+    /// interest `lt<k>-<run id>`; churn joins them two at a time).
+    pub pair_run: Option<String>,
     /// All connections of the run, over every process (open-loop rate share).
     pub total_connections: usize,
     pub in_flight: u32,
@@ -268,6 +275,8 @@ struct St {
     deadline: u64,
     /// Random id sent in the end marker (churn: who leaves).
     id: u64,
+    /// Index of this client over the whole run (URL, source address, pair tag).
+    gidx: usize,
     seq_out: u32,
     seq_in: u32,
     /// Data messages received and how many of them were duplicates.
@@ -343,7 +352,7 @@ impl Cx<'_> {
 }
 
 impl St {
-    fn new(key: usize, now: u64, id: u64, timeout: u64) -> St {
+    fn new(key: usize, now: u64, id: u64, timeout: u64, gidx: usize) -> St {
         St {
             key,
             phase: Phase::Connecting,
@@ -359,6 +368,7 @@ impl St {
             t_find: 0,
             deadline: now + timeout,
             id,
+            gidx,
             seq_out: 0,
             seq_in: 0,
             recv: 0,
@@ -488,13 +498,25 @@ impl St {
     /// The TCP connection is established: send the upgrade request.
     fn on_connected(&mut self, cx: &mut Cx) {
         self.phase = Phase::Handshake;
-        self.out.extend_from_slice(&cx.plan.frames.request);
+        let requests = &cx.plan.frames.requests;
+        let url = targets::url_index(self.gidx, requests.len());
+        if let Some(r) = requests.get(url) {
+            self.out.extend_from_slice(r);
+        }
         self.mark_dirty(cx);
     }
 
     /// The 101 is in.
     fn on_upgraded(&mut self, cx: &mut Cx) {
         cx.counts.connected += 1;
+        let url = targets::url_index(self.gidx, cx.plan.targets.len());
+        let per_url = &mut cx.counts.connected_per_url;
+        if per_url.len() < cx.plan.targets.len() {
+            per_url.resize(cx.plan.targets.len(), 0);
+        }
+        if let Some(n) = per_url.get_mut(url) {
+            *n += 1;
+        }
         cx.hists.connect.record_ns(cx.now.saturating_sub(self.t0));
         cx.connecting = cx.connecting.saturating_sub(1);
         self.hs = Vec::new();
@@ -502,7 +524,13 @@ impl St {
             self.phase = Phase::Pairing;
             self.t_find = cx.now;
             self.deadline = cx.now + cx.plan.timeout_ns;
-            self.out.extend_from_slice(&cx.plan.frames.find);
+            match &cx.plan.pair_run {
+                Some(run) => {
+                    let tag = targets::pair_tag(run, self.gidx);
+                    cx.plan.frames.push_find_tagged(&mut self.out, &tag);
+                }
+                None => self.out.extend_from_slice(&cx.plan.frames.find),
+            }
             self.mark_dirty(cx);
         } else {
             self.phase = Phase::Ready;
@@ -637,7 +665,7 @@ impl St {
         };
         match msg {
             ServerMsg::Hello | ServerMsg::Waiting | ServerMsg::Typing => {}
-            ServerMsg::Paired => self.on_paired(cx),
+            ServerMsg::Paired(common) => self.on_paired(cx, &common),
             ServerMsg::Message(text) => self.on_chat_line(cx, &text),
             ServerMsg::PartnerLeft => self.on_partner_left(cx),
             ServerMsg::Error(code) => {
@@ -653,10 +681,33 @@ impl St {
         }
     }
 
-    fn on_paired(&mut self, cx: &mut Cx) {
+    fn on_paired(&mut self, cx: &mut Cx, common: &[String]) {
         if self.phase != Phase::Pairing {
             self.fail_close(cx, ErrKind::Protocol, "paired while not looking");
             return;
+        }
+        if let Some(run) = &cx.plan.pair_run {
+            // The one interest in common must be our pair's tag; anything else means the
+            // server paired us with someone else (e.g. our partner never came and the
+            // interest wait ran out). Counted, but the chat goes on and is checked as usual.
+            let tag = targets::pair_tag(run, self.gidx);
+            if common.len() == 1 && common.first().is_some_and(|c| *c == tag) {
+                if self.gidx.is_multiple_of(2) {
+                    cx.counts.pairs += 1;
+                    if targets::crosses(self.gidx, cx.plan.targets.len()) {
+                        cx.counts.pairs_cross_url += 1;
+                    }
+                }
+            } else {
+                cx.counts.error(ErrKind::WrongPartner);
+                cx.sample(
+                    Some(ErrKind::WrongPartner),
+                    format!(
+                        "wrong_partner: client {} ({tag}) paired with common {common:?}",
+                        self.gidx
+                    ),
+                );
+            }
         }
         cx.counts.paired += 1;
         cx.counts.last_setup_ns = cx.now;
@@ -1106,12 +1157,9 @@ impl<'a> Worker<'a> {
         })
     }
 
-    fn source_for(&self, n: usize) -> Option<IpAddr> {
-        let s = &self.cx.plan.sources;
-        if s.is_empty() {
-            return None;
-        }
-        let global = self.cx.plan.conn_offset
+    /// Index over the whole run of this thread's `n`-th client (connection or join).
+    fn global_index(&self, n: usize) -> usize {
+        self.cx.plan.conn_offset
             + self
                 .cx
                 .plan
@@ -1119,7 +1167,14 @@ impl<'a> Worker<'a> {
                 .iter()
                 .take(self.cx.t)
                 .sum::<usize>()
-            + n;
+            + n
+    }
+
+    fn source_for(&self, global: usize) -> Option<IpAddr> {
+        let s = &self.cx.plan.sources;
+        if s.is_empty() {
+            return None;
+        }
         s.get(global % s.len()).copied()
     }
 
@@ -1130,16 +1185,24 @@ impl<'a> Worker<'a> {
         if cx.counts.first_connect_ns == 0 {
             cx.counts.first_connect_ns = cx.now;
         }
-        let source = self.source_for(n);
+        let gidx = self.global_index(n);
+        let source = self.source_for(gidx);
         let cx = &mut self.cx;
-        let mut sock = match start_connect(cx.plan.target, source) {
+        let targets = &cx.plan.targets;
+        let Some(&target) = targets.get(targets::url_index(gidx, targets.len())) else {
+            cx.counts.error(ErrKind::Connect);
+            cx.counts.failed += 1;
+            cx.sample(Some(ErrKind::Connect), "connect: no target URL".into());
+            return;
+        };
+        let mut sock = match start_connect(target, source) {
             Ok(s) => s,
             Err(e) => {
                 cx.counts.error(ErrKind::Connect);
                 cx.counts.failed += 1;
                 cx.sample(
                     Some(ErrKind::Connect),
-                    format!("connect: {e} (source {source:?})"),
+                    format!("connect: {e} (to {target}, source {source:?})"),
                 );
                 return;
             }
@@ -1160,7 +1223,7 @@ impl<'a> Worker<'a> {
         entry.insert(Conn {
             sock,
             dec: Decoder::client(),
-            st: St::new(key, cx.now, id, cx.plan.timeout_ns),
+            st: St::new(key, cx.now, id, cx.plan.timeout_ns, gidx),
         });
         cx.connecting += 1;
     }
@@ -1377,7 +1440,13 @@ impl<'a> Worker<'a> {
             return None;
         }
         let start = self.join_start;
-        let due = move |j: usize| start + (j as f64 * 1e9 / rate) as u64;
+        // With pair tags, joins 2j and 2j+1 (partners) are due together, so that neither
+        // waits for the other; the average rate is the same.
+        let pairs = self.cx.plan.pair_run.is_some();
+        let due = move |j: usize| {
+            let j = if pairs { j & !1 } else { j };
+            start + (j as f64 * 1e9 / rate) as u64
+        };
         let mut burst = 0;
         while self.joins < target && due(self.joins) <= self.cx.now && burst < MAX_BURST / 16 {
             let n = self.joins;

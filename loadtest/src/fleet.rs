@@ -137,8 +137,9 @@ pub struct Children {
 }
 
 impl Children {
-    /// Re-execute this binary `n` times with the same arguments plus the child flags.
-    pub fn spawn(n: usize) -> io::Result<Children> {
+    /// Re-execute this binary `n` times with the same arguments plus `extra` (settings the
+    /// parent chose, such as the pair-tag run id) plus the child flags.
+    pub fn spawn(n: usize, extra: &[String]) -> io::Result<Children> {
         let exe = std::env::current_exe()?;
         let base: Vec<OsString> = std::env::args_os().skip(1).collect();
         let state = Arc::new(Mutex::new(
@@ -150,6 +151,7 @@ impl Children {
         for i in 0..n {
             let mut cmd = Command::new(&exe);
             cmd.args(&base)
+                .args(extra)
                 .arg("--child-index")
                 .arg(i.to_string())
                 .arg("--child-count")

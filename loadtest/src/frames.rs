@@ -75,7 +75,8 @@ pub enum Wire {
 #[derive(Debug)]
 pub struct Frames {
     pub mask: [u8; 4],
-    pub request: Vec<u8>,
+    /// The upgrade request for each target URL (its Host header and path).
+    pub requests: Vec<Vec<u8>>,
     pub accept: String,
     pub find: Vec<u8>,
     pub leave: Vec<u8>,
@@ -89,7 +90,13 @@ pub struct Frames {
 }
 
 impl Frames {
-    pub fn new(host: &str, path: &str, wire: Wire, message_bytes: usize, rng: &mut Rng) -> Frames {
+    /// `endpoints`: (Host header, path) of each target URL.
+    pub fn new(
+        endpoints: &[(&str, &str)],
+        wire: Wire,
+        message_bytes: usize,
+        rng: &mut Rng,
+    ) -> Frames {
         let r = rng.next_u64();
         let mask = (r as u32).to_le_bytes();
         let mut key_bytes = [0u8; 16];
@@ -97,12 +104,17 @@ impl Frames {
         key_bytes[8..].copy_from_slice(&rng.next_u64().to_le_bytes());
         let key = base64(&key_bytes);
         let accept = roulette::http::accept_key(key.as_bytes());
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\
-             User-Agent: roulette-loadtest\r\n\r\n"
-        )
-        .into_bytes();
+        let requests = endpoints
+            .iter()
+            .map(|(host, path)| {
+                format!(
+                    "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                     Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\
+                     User-Agent: roulette-loadtest\r\n\r\n"
+                )
+                .into_bytes()
+            })
+            .collect();
         let frame = |payload: &[u8], op: OpCode| {
             let mut v = Vec::new();
             write_masked_frame(&mut v, op, true, payload, mask);
@@ -131,7 +143,7 @@ impl Frames {
         let payload_at = msg.len() - payload.len();
         Frames {
             mask,
-            request,
+            requests,
             accept,
             find,
             leave,
@@ -157,6 +169,13 @@ impl Frames {
     /// Append the end marker `E <count> <id>`: "I sent `count` messages; my id is `id`".
     pub fn push_end(&self, out: &mut Vec<u8>, count: u32, id: u64) {
         let json = format!(r#"{{"type":"message","text":"E {count} {id}"}}"#);
+        write_masked_frame(out, OpCode::Text, true, json.as_bytes(), self.mask);
+    }
+
+    /// Append `find` with the single interest `tag` (`--pair-tags`; the tag is `[a-z0-9-]`,
+    /// nothing to escape).
+    pub fn push_find_tagged(&self, out: &mut Vec<u8>, tag: &str) {
+        let json = format!(r#"{{"type":"find","interests":["{tag}"]}}"#);
         write_masked_frame(out, OpCode::Text, true, json.as_bytes(), self.mask);
     }
 
@@ -248,7 +267,8 @@ pub fn padding_ok(text: &[u8], len: usize) -> bool {
 pub enum ServerMsg<'a> {
     Hello,
     Waiting,
-    Paired,
+    /// With the `common` interests.
+    Paired(Vec<String>),
     Message(Cow<'a, [u8]>),
     Typing,
     PartnerLeft,
@@ -264,6 +284,8 @@ struct AnyMsg {
     text: Option<String>,
     #[serde(default)]
     code: Option<String>,
+    #[serde(default)]
+    common: Option<Vec<String>>,
 }
 
 /// Parse one server JSON message. Chat lines take a fast path (no JSON parser) when they are
@@ -281,7 +303,7 @@ pub fn parse_server(payload: &[u8]) -> Option<ServerMsg<'_>> {
     Some(match m.ty.as_str() {
         "hello" => ServerMsg::Hello,
         "waiting" => ServerMsg::Waiting,
-        "paired" => ServerMsg::Paired,
+        "paired" => ServerMsg::Paired(m.common.unwrap_or_default()),
         "message" => ServerMsg::Message(Cow::Owned(m.text?.into_bytes())),
         "typing" => ServerMsg::Typing,
         "partner_left" => ServerMsg::PartnerLeft,
@@ -359,7 +381,7 @@ mod tests {
     #[test]
     fn chat_message_round_trip() {
         let mut rng = Rng::new(7);
-        let f = Frames::new("h:1", "/ws", Wire::Chat, 64, &mut rng);
+        let f = Frames::new(&[("h:1", "/ws")], Wire::Chat, 64, &mut rng);
         let mut out = Vec::new();
         f.push_msg(&mut out, 42, 1_234_567_890_123, 1_234_567_890_999);
         let (text, payload) = unmask_one(&out);
@@ -397,7 +419,7 @@ mod tests {
     #[test]
     fn echo_and_end_frames() {
         let mut rng = Rng::new(9);
-        let f = Frames::new("h", "/echo", Wire::EchoBinary, 1000, &mut rng);
+        let f = Frames::new(&[("h", "/echo")], Wire::EchoBinary, 1000, &mut rng);
         let mut out = Vec::new();
         f.push_msg(&mut out, 3, 4, 5);
         let (text, payload) = unmask_one(&out);
@@ -413,10 +435,55 @@ mod tests {
     }
 
     #[test]
+    fn requests_per_url_and_tagged_find() {
+        let mut rng = Rng::new(3);
+        let f = Frames::new(
+            &[("a:1", "/ws"), ("b:2", "/x/ws")],
+            Wire::Chat,
+            64,
+            &mut rng,
+        );
+        assert_eq!(f.requests.len(), 2);
+        let r0 = String::from_utf8_lossy(&f.requests[0]).into_owned();
+        let r1 = String::from_utf8_lossy(&f.requests[1]).into_owned();
+        assert!(r0.starts_with("GET /ws HTTP/1.1\r\nHost: a:1\r\n"), "{r0}");
+        assert!(
+            r1.starts_with("GET /x/ws HTTP/1.1\r\nHost: b:2\r\n"),
+            "{r1}"
+        );
+        // One key for all, so one accept value checks every response.
+        let key = |r: &str| {
+            r.lines()
+                .find(|l| l.starts_with("Sec-WebSocket-Key"))
+                .map(str::to_owned)
+        };
+        assert_eq!(key(&r0), key(&r1));
+        let mut out = Vec::new();
+        f.push_find_tagged(&mut out, "lt7-00ff00ff");
+        let (text, payload) = unmask_one(&out);
+        assert!(text);
+        let v: serde_json::Value = serde_json::from_slice(&payload).expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!({"type": "find", "interests": ["lt7-00ff00ff"]})
+        );
+        let (_, plain) = unmask_one(&f.find);
+        assert_eq!(plain, br#"{"type":"find"}"#);
+    }
+
+    #[test]
     fn server_messages() {
         assert_eq!(
             parse_server(br#"{"type":"paired","common":[]}"#),
-            Some(ServerMsg::Paired)
+            Some(ServerMsg::Paired(vec![]))
+        );
+        assert_eq!(
+            parse_server(br#"{"type":"paired","common":["lt3-0a1b2c3d"]}"#),
+            Some(ServerMsg::Paired(vec!["lt3-0a1b2c3d".into()]))
+        );
+        assert_eq!(
+            parse_server(br#"{"type":"paired"}"#),
+            Some(ServerMsg::Paired(vec![]))
         );
         assert_eq!(
             parse_server(br#"{"type":"partner_left"}"#),
@@ -438,7 +505,7 @@ mod tests {
     #[test]
     fn upgrade_response() {
         let mut rng = Rng::new(1);
-        let f = Frames::new("h", "/ws", Wire::Chat, 64, &mut rng);
+        let f = Frames::new(&[("h", "/ws")], Wire::Chat, 64, &mut rng);
         let ok = format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Accept: {}\r\n\r\nXY",

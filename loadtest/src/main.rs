@@ -3,7 +3,8 @@
 //! Layout: `cli` (flags), `client` (the mio client loops and the per-client state machine),
 //! `frames` (pre-encoded frames, stamps, parsing), `stats` (counters, HDR histograms),
 //! `fleet` (threads and child processes), `report` (progress, summary, SVG), `sys` (clock,
-//! rlimit, /proc, getrusage). This file turns flags into a plan and runs the phases.
+//! rlimit, /proc, getrusage), `targets` (URLs, pair tags). This file turns flags into a plan
+//! and runs the phases.
 mod cli;
 mod client;
 mod fleet;
@@ -11,6 +12,7 @@ mod frames;
 mod report;
 mod stats;
 mod sys;
+mod targets;
 
 use clap::Parser;
 use cli::{Cli, Cmd, Common};
@@ -20,7 +22,7 @@ use frames::{Frames, Rng, Wire, STAMP_LEN};
 use report::{ConnSummary, CpuSummary, MsgSummary, ServerSummary, Summary};
 use serde_json::Value;
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,7 +48,12 @@ struct Settings {
     binary: bool,
     common: Common,
     params: Value,
-    url: String,
+    /// The target URLs (`--url`, split), in order.
+    urls: Vec<String>,
+    /// `--pair-tags` (idle, relay, churn).
+    pair_tags: bool,
+    /// Random per run (the parent's, in child processes): the suffix of the pair tags.
+    run_id: String,
 }
 
 fn even_round(x: f64) -> usize {
@@ -72,7 +79,9 @@ fn settings(cmd: &Cmd) -> Result<Settings, String> {
             binary: false,
             common: a.common.clone(),
             params,
-            url: String::new(),
+            urls: Vec::new(),
+            pair_tags: false,
+            run_id: String::new(),
         },
         Cmd::Relay(a) => Settings {
             kind: Kind::Relay,
@@ -86,7 +95,9 @@ fn settings(cmd: &Cmd) -> Result<Settings, String> {
             binary: false,
             common: a.common.clone(),
             params,
-            url: String::new(),
+            urls: Vec::new(),
+            pair_tags: false,
+            run_id: String::new(),
         },
         Cmd::Churn(a) => Settings {
             kind: Kind::Churn,
@@ -100,7 +111,9 @@ fn settings(cmd: &Cmd) -> Result<Settings, String> {
             binary: false,
             common: a.common.clone(),
             params,
-            url: String::new(),
+            urls: Vec::new(),
+            pair_tags: false,
+            run_id: String::new(),
         },
         Cmd::Echo(a) => Settings {
             kind: Kind::Echo,
@@ -114,16 +127,38 @@ fn settings(cmd: &Cmd) -> Result<Settings, String> {
             binary: a.binary,
             common: a.common.clone(),
             params,
-            url: String::new(),
+            urls: Vec::new(),
+            pair_tags: false,
+            run_id: String::new(),
         },
     };
-    s.url = s.common.url.clone().unwrap_or_else(|| {
-        if s.kind == Kind::Echo {
-            "ws://127.0.0.1:8080/echo".into()
-        } else {
-            "ws://127.0.0.1:8080/ws".into()
-        }
-    });
+    s.pair_tags = match cmd {
+        Cmd::Idle(a) => a.pair_tags,
+        Cmd::Relay(a) => a.pair_tags,
+        Cmd::Churn(a) => a.pair_tags,
+        Cmd::Echo(_) => false,
+    };
+    let endpoint = if s.kind == Kind::Echo {
+        targets::Endpoint::Echo
+    } else {
+        targets::Endpoint::Chat
+    };
+    s.urls = targets::split_list(
+        &s.common.url,
+        &format!("ws://127.0.0.1:8080{}", endpoint.path()),
+    )?;
+    // Syntax and endpoint only; names are resolved once, in `run_top`.
+    targets::parse_all(&s.urls, endpoint, s.params_name())?;
+    s.run_id = match &s.common.run_id {
+        Some(r) => r.clone(),
+        None => targets::run_id(
+            Rng::new(now_ns() ^ u64::from(std::process::id()).rotate_left(32)).next_u64(),
+        ),
+    };
+    if s.pair_tags && s.kind == Kind::Idle {
+        // Everyone needs a partner.
+        s.connections += s.connections % 2;
+    }
     if !(s.duration.is_finite() && s.duration >= 0.0) {
         return Err("--duration must be a non-negative number of seconds".into());
     }
@@ -172,38 +207,31 @@ fn settings(cmd: &Cmd) -> Result<Settings, String> {
     Ok(s)
 }
 
-/// `ws://host[:port]/path` → (Host header, path, resolved address).
-fn parse_url(url: &str) -> Result<(String, String, SocketAddr), String> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| format!("{url}: only ws:// URLs are supported"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if authority.is_empty() {
-        return Err(format!("{url}: no host"));
-    }
-    let has_port = match authority.rfind(']') {
-        Some(b) => authority[b..].contains(':'),
-        None => authority.contains(':'),
-    };
-    let with_port = if has_port {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
-    let addr = with_port
-        .to_socket_addrs()
-        .map_err(|e| format!("{url}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{url}: no address"))?;
-    Ok((authority.to_string(), path.to_string(), addr))
-}
-
 fn split(total: usize, parts: usize, i: usize) -> usize {
     let parts = parts.max(1);
     total / parts + usize::from(i < total % parts)
+}
+
+/// Part `i` of `parts` of `total` clients; with `pairs`, in whole pairs (2k, 2k+1), so that
+/// partners are opened by the same thread one after the other (an odd last client goes to
+/// the last part).
+fn share(total: usize, parts: usize, i: usize, pairs: bool) -> usize {
+    if !pairs {
+        return split(total, parts, i);
+    }
+    2 * split(total / 2, parts, i) + usize::from(i + 1 == parts.max(1)) * (total % 2)
+}
+
+/// Resolve every target URL (in order).
+fn resolve_all(s: &Settings) -> Result<Vec<(targets::WsUrl, std::net::SocketAddr)>, String> {
+    s.urls
+        .iter()
+        .map(|u| {
+            let p = targets::parse(u)?;
+            let a = p.resolve()?;
+            Ok((p, a))
+        })
+        .collect()
 }
 
 fn sources(c: &Common) -> Vec<IpAddr> {
@@ -222,7 +250,11 @@ fn threads(c: &Common) -> usize {
 
 /// The plan of process `index` of `count`.
 fn build_plan(s: &Settings, index: usize, count: usize) -> Result<Plan, String> {
-    let (host, path, target) = parse_url(&s.url)?;
+    let resolved = resolve_all(s)?;
+    let endpoints: Vec<(&str, &str)> = resolved
+        .iter()
+        .map(|(u, _)| (u.host.as_str(), u.path.as_str()))
+        .collect();
     let t = threads(&s.common);
     let mut rng = Rng::new(now_ns() ^ u64::from(std::process::id()).rotate_left(40));
     let wire = match (s.kind, s.binary) {
@@ -230,7 +262,7 @@ fn build_plan(s: &Settings, index: usize, count: usize) -> Result<Plan, String> 
         (Kind::Echo, true) => Wire::EchoBinary,
         _ => Wire::Chat,
     };
-    let frames = Frames::new(&host, &path, wire, s.message_bytes, &mut rng);
+    let frames = Frames::new(&endpoints, wire, s.message_bytes, &mut rng);
     let (per_thread, conn_offset, join_rate_per_thread) = if s.kind == Kind::Churn {
         // Every thread gets an even number of joins, so the run's total is even.
         let each = even_round(s.connections as f64 / (count * t) as f64).max(2);
@@ -241,9 +273,16 @@ fn build_plan(s: &Settings, index: usize, count: usize) -> Result<Plan, String> 
         };
         (vec![each; t], index * t * each, rate)
     } else {
-        let mine = split(s.connections, count, index);
-        let offset: usize = (0..index).map(|i| split(s.connections, count, i)).sum();
-        ((0..t).map(|i| split(mine, t, i)).collect(), offset, 0.0)
+        let pairs = s.pair_tags;
+        let mine = share(s.connections, count, index, pairs);
+        let offset: usize = (0..index)
+            .map(|i| share(s.connections, count, i, pairs))
+            .sum();
+        (
+            (0..t).map(|i| share(mine, t, i, pairs)).collect(),
+            offset,
+            0.0,
+        )
     };
     let processes = count.max(1) as f64;
     let connect_interval_ns = if s.common.connect_rate > 0.0 {
@@ -253,10 +292,11 @@ fn build_plan(s: &Settings, index: usize, count: usize) -> Result<Plan, String> 
     };
     Ok(Plan {
         kind: s.kind,
-        target,
+        targets: resolved.iter().map(|(_, a)| *a).collect(),
         sources: sources(&s.common),
         per_thread,
         conn_offset,
+        pair_run: s.pair_tags.then(|| s.run_id.clone()),
         total_connections: s.connections,
         in_flight: s.in_flight,
         rate: s.rate,
@@ -338,14 +378,16 @@ fn run_top(s: Settings) -> Result<bool, String> {
             ));
         }
     }
-    // Validate the URL once here, so that children do not each fail.
-    parse_url(&s.url)?;
+    // Resolve the URLs once here, so that children do not each fail.
+    resolve_all(&s)?;
     let pid = s.common.server_pid;
     let server_start = server_sample(pid);
     let cpu_start = sys::self_cpu();
     let t_start = now_ns();
     let mut fleet = if processes > 1 {
-        Fleet::Kids(Children::spawn(processes).map_err(|e| format!("spawn children: {e}"))?)
+        // Every child must build the same pair tags.
+        let extra = ["--run-id".to_string(), s.run_id.clone()];
+        Fleet::Kids(Children::spawn(processes, &extra).map_err(|e| format!("spawn children: {e}"))?)
     } else {
         let plan = build_plan(&s, 0, 1)?;
         Fleet::Local(Local::start(Arc::new(plan)).map_err(|e| format!("threads: {e}"))?)
@@ -611,7 +653,11 @@ fn summarize(s: &Settings, m: &Merged, t: Times, sv: ServerSamples, aborted: boo
     Summary {
         scenario: s.params_name(),
         ok,
-        url: s.url.clone(),
+        url: s.urls.join(","),
+        urls: s.urls.clone(),
+        pair_tags: s.pair_tags,
+        pairs: s.pair_tags.then_some(c.pairs),
+        pairs_cross_url: s.pair_tags.then_some(c.pairs_cross_url),
         params: s.params.clone(),
         processes: s.common.processes,
         threads_per_process: threads(&s.common),
@@ -628,6 +674,11 @@ fn summarize(s: &Settings, m: &Merged, t: Times, sv: ServerSamples, aborted: boo
             failed: c.failed,
             closed_clean: c.closed_clean,
             connect_rate_per_s: connect_rate,
+            connected_per_url: {
+                let mut v = c.connected_per_url.clone();
+                v.resize(s.urls.len(), 0);
+                v
+            },
         },
         messages: MsgSummary {
             sent: c.sent,
@@ -749,19 +800,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls() {
-        let (h, p, a) = parse_url("ws://127.0.0.1:9000/ws").expect("ok");
-        assert_eq!((h.as_str(), p.as_str()), ("127.0.0.1:9000", "/ws"));
-        assert_eq!(a.port(), 9000);
-        let (_, p, a) = parse_url("ws://127.0.0.1").expect("ok");
-        assert_eq!((p.as_str(), a.port()), ("/", 80));
-        let (_, _, a) = parse_url("ws://[::1]:81/echo").expect("ok");
-        assert_eq!(a.port(), 81);
-        assert!(parse_url("wss://x/ws").is_err());
-        assert!(parse_url("ws:///ws").is_err());
-    }
-
-    #[test]
     fn splitting() {
         assert_eq!(
             (0..3).map(|i| split(10, 3, i)).collect::<Vec<_>>(),
@@ -789,11 +827,12 @@ mod tests {
         assert_eq!(s.connections, 12);
         assert_eq!(s.kind, Kind::Relay);
         assert_eq!(sources(&s.common).len(), 3);
-        assert_eq!(s.url, "ws://127.0.0.1:8080/ws");
+        assert_eq!(s.urls, ["ws://127.0.0.1:8080/ws"]);
+        assert!(!s.pair_tags);
         let cli = Cli::try_parse_from(["loadtest", "echo"]).expect("parses");
         assert_eq!(
-            settings(&cli.cmd).expect("valid").url,
-            "ws://127.0.0.1:8080/echo"
+            settings(&cli.cmd).expect("valid").urls,
+            ["ws://127.0.0.1:8080/echo"]
         );
         let cli =
             Cli::try_parse_from(["loadtest", "churn", "--rate", "100", "-d", "4"]).expect("parses");
@@ -801,5 +840,147 @@ mod tests {
         let cli =
             Cli::try_parse_from(["loadtest", "relay", "--message-bytes", "10"]).expect("parses");
         assert!(settings(&cli.cmd).is_err());
+    }
+
+    fn parse(args: &[&str]) -> Result<Settings, String> {
+        let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+        settings(&cli.cmd)
+    }
+
+    #[test]
+    fn several_urls() {
+        let (a, b, c) = ("ws://127.0.0.1:1/ws", "ws://127.0.0.1:2/ws", "ws://h:3/ws");
+        // Comma-separated, repeated, and both.
+        let s = parse(&["loadtest", "relay", "--url", &format!("{a},{b}")]).expect("valid");
+        assert_eq!(s.urls, [a, b]);
+        let s = parse(&["loadtest", "idle", "--url", a, "--url", b]).expect("valid");
+        assert_eq!(s.urls, [a, b]);
+        let s = parse(&[
+            "loadtest",
+            "churn",
+            "--url",
+            &format!("{a},{b}"),
+            "--url",
+            c,
+        ])
+        .expect("valid");
+        assert_eq!(s.urls, [a, b, c]);
+        let s = parse(&["loadtest", "relay", "--url", a]).expect("valid");
+        assert_eq!(s.urls, [a]);
+        // Endpoints must match the scenario and each other.
+        let e =
+            parse(&["loadtest", "relay", "--url", "ws://h:1/ws,ws://h:2/echo"]).expect_err("mixed");
+        assert!(e.contains("same endpoint"), "{e}");
+        let e = parse(&["loadtest", "echo", "--url", a]).expect_err("chat url for echo");
+        assert!(e.contains("/echo endpoint"), "{e}");
+        let e = parse(&["loadtest", "idle", "--url", "ws://h:1/ws,"]).expect_err("stray comma");
+        assert!(e.contains("empty URL"), "{e}");
+        let e = parse(&["loadtest", "idle", "--url", "wss://h/ws"]).expect_err("tls");
+        assert!(e.contains("wss://"), "{e}");
+        // --pair-tags exists for idle, relay and churn, not echo.
+        assert!(parse(&["loadtest", "echo", "--pair-tags"]).is_err());
+        let s = parse(&["loadtest", "idle", "-c", "7", "--pair-tags"]).expect("valid");
+        assert!(s.pair_tags);
+        assert_eq!(s.connections, 8, "idle with pair tags is made even");
+        assert_eq!(
+            parse(&["loadtest", "idle", "-c", "7"])
+                .expect("ok")
+                .connections,
+            7
+        );
+        assert_eq!(s.run_id.len(), 8);
+        let s =
+            parse(&["loadtest", "relay", "--pair-tags", "--run-id", "0badcafe"]).expect("valid");
+        assert_eq!(s.run_id, "0badcafe");
+    }
+
+    #[test]
+    fn pair_aligned_shares() {
+        // Without pair tags: the plain split.
+        assert_eq!(
+            (0..3).map(|i| share(10, 3, i, false)).collect::<Vec<_>>(),
+            [4, 3, 3]
+        );
+        // With pair tags: whole pairs per part, so that partners are opened together.
+        for (total, parts) in [(10, 3), (2000, 7), (8, 8), (6, 4), (7, 2)] {
+            let v: Vec<usize> = (0..parts).map(|i| share(total, parts, i, true)).collect();
+            assert_eq!(v.iter().sum::<usize>(), total, "{total}/{parts}: {v:?}");
+            let (last, rest) = v.split_last().expect("parts");
+            assert!(rest.iter().all(|n| n % 2 == 0), "{total}/{parts}: {v:?}");
+            assert_eq!(last % 2, total % 2);
+        }
+        assert_eq!(
+            (0..3).map(|i| share(10, 3, i, true)).collect::<Vec<_>>(),
+            [4, 4, 2]
+        );
+    }
+
+    /// The global client indices of a plan: each process's offset plus its threads' shares.
+    fn plan_indices(s: &Settings, processes: usize) -> Vec<Vec<Vec<usize>>> {
+        (0..processes)
+            .map(|p| {
+                let plan = build_plan(s, p, processes).expect("plan");
+                let mut next = plan.conn_offset;
+                plan.per_thread
+                    .iter()
+                    .map(|&n| {
+                        let v = (next..next + n).collect();
+                        next += n;
+                        v
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn plans_keep_partners_together() {
+        let s = parse(&[
+            "loadtest",
+            "relay",
+            "-c",
+            "30",
+            "--threads",
+            "4",
+            "--pair-tags",
+            "--url",
+            "ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws",
+        ])
+        .expect("valid");
+        let plans = plan_indices(&s, 3);
+        let all: Vec<usize> = plans.iter().flatten().flatten().copied().collect();
+        assert_eq!(
+            all,
+            (0..30).collect::<Vec<_>>(),
+            "every index once, in order"
+        );
+        for thread in plans.iter().flatten() {
+            // A thread holds whole pairs: client 2k with 2k+1.
+            assert!(thread.len() % 2 == 0 && thread.first().is_none_or(|i| i % 2 == 0));
+        }
+        let plan = build_plan(&s, 0, 3).expect("plan");
+        assert_eq!(plan.targets.len(), 2);
+        assert_eq!(plan.pair_run.as_deref(), Some(s.run_id.as_str()));
+        assert_eq!(plan.frames.requests.len(), 2);
+        // Churn: every thread's joins are an even number, so pairs stay in one thread.
+        let s = parse(&[
+            "loadtest",
+            "churn",
+            "--rate",
+            "30",
+            "-d",
+            "1",
+            "--threads",
+            "3",
+            "--pair-tags",
+        ])
+        .expect("valid");
+        let plans = plan_indices(&s, 2);
+        for thread in plans.iter().flatten() {
+            assert!(thread.len() % 2 == 0 && thread.first().is_none_or(|i| i % 2 == 0));
+        }
+        // No pair tags: no run in the plan.
+        let s = parse(&["loadtest", "relay", "--url", "ws://127.0.0.1:1/ws"]).expect("valid");
+        assert!(build_plan(&s, 0, 1).expect("plan").pair_run.is_none());
     }
 }

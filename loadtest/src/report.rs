@@ -129,7 +129,16 @@ pub struct Summary {
     /// No error (beyond --max-errors), nothing lost/duplicated/reordered/corrupt, every
     /// connection set up, not aborted.
     pub ok: bool,
+    /// The target URLs joined by commas (one URL: that URL).
     pub url: String,
+    /// The target URLs; client i used `urls[i % len]`.
+    pub urls: Vec<String>,
+    /// `--pair-tags`: clients 2k and 2k+1 were paired with each other by a shared tag.
+    pub pair_tags: bool,
+    /// `--pair-tags` only (else null): pairs formed with their own tag, and how many of them
+    /// had their two clients on different URLs.
+    pub pairs: Option<u64>,
+    pub pairs_cross_url: Option<u64>,
     /// The scenario's flags as given (defaults filled in).
     pub params: Value,
     pub processes: usize,
@@ -182,6 +191,8 @@ pub struct ConnSummary {
     /// Connections set up per second, from the first connect to the last 101 (echo) or
     /// `paired` (chat).
     pub connect_rate_per_s: Option<f64>,
+    /// Connections set up (valid 101) per target URL, in the order of `urls`.
+    pub connected_per_url: Vec<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -255,6 +266,24 @@ pub fn human(s: &Summary) -> String {
         "{}: {} — {} connected, {} paired, {} failed, {} closed cleanly; setup {:.2} s, measured {:.2} s",
         s.scenario, s.url, c.connected, c.paired, c.failed, c.closed_clean, s.setup_s, s.measured_s
     );
+    if s.urls.len() > 1 {
+        let parts: Vec<String> = s
+            .urls
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                let n = c.connected_per_url.get(i).copied().unwrap_or(0);
+                format!("{u} {n}")
+            })
+            .collect();
+        let _ = writeln!(o, "  connected per URL      {}", parts.join(", "));
+    }
+    if let (true, Some(p), Some(x)) = (s.pair_tags, s.pairs, s.pairs_cross_url) {
+        let _ = writeln!(
+            o,
+            "  pair tags              {p} pairs formed by their tag, {x} with the two clients on different URLs"
+        );
+    }
     if let Some(r) = c.connect_rate_per_s {
         let _ = writeln!(o, "  connect rate           {r:.0} conn/s");
     }

@@ -130,9 +130,12 @@ pub enum ErrKind {
     TimeoutPartnerLeft,
     /// The server did not answer our Close within --timeout.
     TimeoutClose,
+    /// `--pair-tags`: paired without the pair's tag as the one common interest, i.e. not with
+    /// the intended partner.
+    WrongPartner,
 }
 
-pub const ERR_KINDS: usize = 12;
+pub const ERR_KINDS: usize = 13;
 
 impl ErrKind {
     pub const ALL: [ErrKind; ERR_KINDS] = [
@@ -148,6 +151,7 @@ impl ErrKind {
         ErrKind::TimeoutDrain,
         ErrKind::TimeoutPartnerLeft,
         ErrKind::TimeoutClose,
+        ErrKind::WrongPartner,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -163,6 +167,7 @@ impl ErrKind {
             ErrKind::TimeoutDrain => "timeout_drain",
             ErrKind::TimeoutPartnerLeft => "timeout_partner_left",
             ErrKind::TimeoutClose => "timeout_close",
+            ErrKind::WrongPartner => "wrong_partner",
         }
     }
     pub fn index(self) -> usize {
@@ -199,6 +204,12 @@ pub struct Counts {
     pub sessions: u64,
     /// Server pings answered.
     pub pings: u64,
+    /// Upgrades answered with a valid 101, per target URL (index into the URL list).
+    pub connected_per_url: Vec<u64>,
+    /// `--pair-tags`: pairs formed with their own tag (counted once, by the pair's even
+    /// client), and how many of them have their two clients on different URLs.
+    pub pairs: u64,
+    pub pairs_cross_url: u64,
     /// Error counts by kind (`ErrKind::ALL` order).
     pub errors: [u64; ERR_KINDS],
     /// Time of the first connect and of the last completed setup step (CLOCK_MONOTONIC ns).
@@ -238,6 +249,14 @@ impl Counts {
         self.corrupt += o.corrupt;
         self.sessions += o.sessions;
         self.pings += o.pings;
+        if self.connected_per_url.len() < o.connected_per_url.len() {
+            self.connected_per_url.resize(o.connected_per_url.len(), 0);
+        }
+        for (a, b) in self.connected_per_url.iter_mut().zip(&o.connected_per_url) {
+            *a += b;
+        }
+        self.pairs += o.pairs;
+        self.pairs_cross_url += o.pairs_cross_url;
         for (a, b) in self.errors.iter_mut().zip(o.errors.iter()) {
             *a += b;
         }
@@ -329,7 +348,13 @@ mod tests {
         b.error(ErrKind::Connect);
         b.first_connect_ns = 40;
         b.sent = 3;
+        a.connected_per_url = vec![1];
+        b.connected_per_url = vec![2, 5];
+        b.pairs = 4;
+        b.pairs_cross_url = 3;
         a.add(&b);
+        assert_eq!(a.connected_per_url, [3, 5]);
+        assert_eq!((a.pairs, a.pairs_cross_url), (4, 3));
         assert_eq!(a.errors_total(), 3);
         assert_eq!(a.errors_map()["timeout_pair"], 2);
         assert_eq!(a.first_connect_ns, 40);
