@@ -117,13 +117,20 @@ pub struct Config {
     )]
     pub allowed_origins: Vec<String>,
 
-    /// Redis URL for cluster mode (redis://HOST:PORT). Without it the node runs alone.
+    /// Redis URL for cluster mode (redis://HOST:PORT[/DB]): nodes sharing one Redis pair and
+    /// relay strangers across nodes. Without it the node runs alone and needs no Redis.
     #[arg(long, env = "ROULETTE_CLUSTER")]
     pub cluster: Option<String>,
 
-    /// This node's name in a cluster (default: the host name).
+    /// This node's name in a cluster, in logs and metrics (default: the host name plus a
+    /// random suffix). Letters, digits, `.`, `_` and `-`, at most 64.
     #[arg(long, env = "ROULETTE_NODE_NAME")]
     pub node_name: Option<String>,
+
+    /// Cluster only: seconds a stranger with no partner on this node waits for a local one
+    /// before joining the cluster-wide queue (0 = join at once). Local pairs need no Redis.
+    #[arg(long, env = "ROULETTE_CLUSTER_HOLD", default_value = "0.1", value_parser = parse_seconds)]
+    pub cluster_hold: Duration,
 }
 
 impl Config {
@@ -156,8 +163,24 @@ impl Config {
         if self.abuse_drops > 200_000 {
             return Err("--abuse-drops must be at most 200000".into());
         }
-        if self.cluster.is_some() {
-            return Err("--cluster: cluster mode is not available in this build yet".into());
+        if let Some(url) = &self.cluster {
+            if !(url.starts_with("redis://") || url.starts_with("unix://")) {
+                return Err(format!(
+                    "--cluster: `{url}` is not a redis:// URL (e.g. redis://10.0.0.5:6379)"
+                ));
+            }
+        }
+        if let Some(name) = &self.node_name {
+            let ok = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            if !ok {
+                return Err(format!(
+                    "--node-name: `{name}` must be 1-64 letters, digits, `.`, `_` or `-`"
+                ));
+            }
         }
         Ok(())
     }

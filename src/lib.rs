@@ -5,6 +5,7 @@
 //! - [`shard`]: the only place that owns sockets and calls `poll`/`read`/`write`.
 //! - [`xshard`]: the only place that touches crossbeam channels and `mio::Waker`.
 //! - [`server`], [`acceptor`]: thread lifecycle and the accept loop.
+//! - [`cluster`]: cluster mode — the Redis bridge and subscriber threads (wire format pure).
 // `unsafe` is denied everywhere; the two libc calls for resource limits and /proc units opt
 // in locally with a SAFETY comment. The codec, HTTP and chat code have none.
 #![deny(unsafe_code)]
@@ -12,6 +13,7 @@
 pub mod acceptor;
 pub mod assets;
 pub mod chat;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod logging;

@@ -295,6 +295,10 @@ pub fn render(shared: &Shared) -> String {
                 &format!("shard=\"{i}\",path=\"cross_shard\""),
                 s.relayed_cross.load(Relaxed),
             );
+            f.sample(
+                &format!("shard=\"{i}\",path=\"cross_node\""),
+                s.relayed_cluster.load(Relaxed),
+            );
         }
     }
     {
@@ -353,8 +357,143 @@ pub fn render(shared: &Shared) -> String {
             );
         }
     }
+    cluster_metrics(o, shared);
     process_metrics(o);
     out
+}
+
+/// The Redis path (cluster mode only; a single node exports none of these).
+fn cluster_metrics(o: &mut String, shared: &Shared) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(c) = &shared.cluster else { return };
+    family(
+        o,
+        "roulette_cluster_info",
+        "gauge",
+        "This node's cluster name.",
+    )
+    .sample(&format!("node=\"{}\"", shared.node_name), 1);
+    let scalars: [(&'static str, &str, &str, u64); 16] = [
+        (
+            "roulette_cluster_redis_up",
+            "gauge",
+            "1 while the Redis link (commands and relay subscription) is up.",
+            c.up.load(Relaxed),
+        ),
+        (
+            "roulette_cluster_nodes",
+            "gauge",
+            "Live nodes seen at the last heartbeat (this one included; 0 while Redis is down).",
+            c.nodes.load(Relaxed),
+        ),
+        (
+            "roulette_cluster_online_clients",
+            "gauge",
+            "Chat clients on every node (the online count of hello), as of the last heartbeat.",
+            shared.online_count(),
+        ),
+        (
+            "roulette_cluster_redis_connects_total",
+            "counter",
+            "Attempts to (re)connect to Redis.",
+            c.connects.load(Relaxed),
+        ),
+        (
+            "roulette_cluster_redis_link_losses_total",
+            "counter",
+            "Times the Redis link was lost (each ends every cross-node chat of this node).",
+            c.link_losses.load(Relaxed),
+        ),
+        (
+            "roulette_cluster_redis_roundtrips_total",
+            "counter",
+            "Redis round trips (pipelines, heartbeats).",
+            c.roundtrips.load(Relaxed),
+        ),
+        (
+            "roulette_cluster_redis_errors_total",
+            "counter",
+            "Redis errors: failed connects, commands, malformed replies or payloads.",
+            c.errors.load(Relaxed),
+        ),
+        (
+            "roulette_cluster_records_sent_total",
+            "counter",
+            "Records (paired, chat frames, partner_left) published to other nodes.",
+            c.records_out.load(Relaxed),
+        ),
+        (
+            "roulette_cluster_records_received_total",
+            "counter",
+            "Records received from other nodes.",
+            c.records_in.load(Relaxed),
+        ),
+        (
+            "roulette_cluster_publishes_total",
+            "counter",
+            "PUBLISH commands (each carries a batch of records for one node).",
+            c.publishes.load(Relaxed),
+        ),
+        (
+            "roulette_cluster_payloads_received_total",
+            "counter",
+            "Pub/sub payloads received (batches and ticks).",
+            c.payloads_in.load(Relaxed),
+        ),
+        (
+            "roulette_cluster_dropped_while_down_total",
+            "counter",
+            "Messages for Redis dropped because the link was down.",
+            c.dropped_while_down.load(Relaxed),
+        ),
+        (
+            "roulette_cluster_pairings_total",
+            "counter",
+            "Pairs made by the cluster queue for users of this node.",
+            c.pairs.load(Relaxed),
+        ),
+        (
+            "roulette_cluster_queued_total",
+            "counter",
+            "Users put in the cluster queue (no partner anywhere at once).",
+            c.queued.load(Relaxed),
+        ),
+        (
+            "roulette_cluster_nodes_down_total",
+            "counter",
+            "Other nodes seen to die (heartbeat expired).",
+            c.nodes_down.load(Relaxed),
+        ),
+        (
+            "roulette_cluster_relay_gaps_total",
+            "counter",
+            "Relay batches found missing (the pairs with that node were ended).",
+            c.gaps.load(Relaxed),
+        ),
+    ];
+    for (name, kind, help, value) in scalars {
+        family(o, name, kind, help).sample("", value);
+    }
+    let lost: u64 = shared
+        .shards
+        .iter()
+        .map(|s| s.cluster_pairs_lost.load(Relaxed))
+        .sum();
+    family(
+        o,
+        "roulette_cluster_chats_ended_total",
+        "counter",
+        "Cross-node chats ended with partner_left because a node or the Redis link failed.",
+    )
+    .sample("", lost);
+    let (counts, sum) = c.roundtrip_seconds.snapshot();
+    let mut f = family(
+        o,
+        "roulette_cluster_redis_roundtrip_seconds",
+        "histogram",
+        "Time of one Redis round trip (a pipeline or a heartbeat).",
+    );
+    histogram(&mut f, "", c.roundtrip_seconds.bounds(), &counts, sum);
 }
 
 /// Write one histogram's samples: cumulative buckets, `+Inf`, sum and count.

@@ -24,12 +24,33 @@ pub struct Shared {
     pub accept_errors: std::sync::atomic::AtomicU64,
     pub accept_overload: std::sync::atomic::AtomicU64,
     pub started: Instant,
+    /// Cluster mode: the Redis path's counters (and the cluster-wide client count).
+    pub cluster: Option<Arc<crate::cluster::ClusterStats>>,
+    /// Cluster mode: this node's name.
+    pub node_name: String,
+}
+
+impl Shared {
+    /// The `online` of `hello`: this node's clients, or in a cluster with a live link, every
+    /// node's (as of the last heartbeat, with this node's count current).
+    pub fn online_count(&self) -> u64 {
+        let local = self.online.load(Ordering::Relaxed) as u64;
+        match &self.cluster {
+            Some(c) if c.is_up() => {
+                let others = c.online_total.load(Ordering::Relaxed);
+                let at_beat = c.online_local_at_beat.load(Ordering::Relaxed);
+                others.saturating_sub(at_beat) + local
+            }
+            _ => local,
+        }
+    }
 }
 
 /// Inbox size per shard: big enough to absorb bursts; when full, senders keep messages in
 /// their outbox and retry (DESIGN-NOTES §5), so memory stays bounded and nobody blocks.
 const SHARD_INBOX: usize = 1 << 16;
 const MATCHER_INBOX: usize = 1 << 16;
+const CLUSTER_INBOX: usize = 1 << 16;
 
 /// Raise the soft open-file limit to the hard limit (systemd leaves the soft one at 1024).
 fn raise_fd_limit() {
@@ -86,6 +107,20 @@ pub fn run(config: Config) -> i32 {
         }
     };
     let n = config.shard_count();
+    let redis_client = match &config.cluster {
+        Some(url) => match redis::Client::open(url.as_str()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                error!("--cluster {url}: {e}");
+                return 1;
+            }
+        },
+        None => None,
+    };
+    let node_name = config
+        .node_name
+        .clone()
+        .unwrap_or_else(crate::cluster::default_node_name);
     let shared = Arc::new(Shared {
         draining: AtomicBool::new(false),
         ws_open: AtomicUsize::new(0),
@@ -95,6 +130,10 @@ pub fn run(config: Config) -> i32 {
         accept_errors: Default::default(),
         accept_overload: Default::default(),
         started: Instant::now(),
+        cluster: redis_client
+            .as_ref()
+            .map(|_| Arc::new(crate::cluster::ClusterStats::default())),
+        node_name,
         config,
     });
 
@@ -125,6 +164,60 @@ pub fn run(config: Config) -> i32 {
     let (match_tx, match_rx) = crossbeam_channel::bounded(MATCHER_INBOX);
 
     let mut threads = Vec::new();
+    // Cluster mode: the Redis bridge and subscriber threads.
+    let mut cluster_tx = None;
+    let mut matcher_cluster = None;
+    if let (Some(client), Some(stats)) = (redis_client, shared.cluster.clone()) {
+        let (tx, from_shards) = crossbeam_channel::bounded(CLUSTER_INBOX);
+        let (mtx, from_matcher) = crossbeam_channel::unbounded();
+        let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded();
+        let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
+        let table = Arc::new(std::sync::Mutex::new(crate::cluster::NodeTable::new()));
+        let self_name = Arc::new(std::sync::Mutex::new(String::new()));
+        let sub = crate::cluster::subscriber::Subscriber {
+            client: client.clone(),
+            ctl: ctl_rx,
+            events: ev_tx,
+            shards: handles.clone(),
+            table: table.clone(),
+            stats: stats.clone(),
+            self_name: self_name.clone(),
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name("cluster-sub".into())
+                .spawn(move || sub.run()),
+        );
+        let bridge = crate::cluster::bridge::Bridge {
+            client,
+            name: shared.node_name.clone(),
+            from_shards,
+            from_matcher,
+            matcher: match_tx.clone(),
+            shards: handles.clone(),
+            sub_ctl: ctl_tx,
+            sub_events: ev_rx,
+            table,
+            stats,
+            shared: shared.clone(),
+            self_name,
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name("cluster-bridge".into())
+                .spawn(move || bridge.run()),
+        );
+        cluster_tx = Some(tx);
+        matcher_cluster = Some(matchhost::ClusterSide {
+            bridge: mtx,
+            hold: shared.config.cluster_hold,
+        });
+        info!(
+            "cluster mode: node {} using {}",
+            shared.node_name,
+            shared.config.cluster.as_deref().unwrap_or("")
+        );
+    }
     {
         let handles = handles.clone();
         let wait = shared.config.interest_wait;
@@ -132,13 +225,14 @@ pub fn run(config: Config) -> i32 {
         threads.push(
             std::thread::Builder::new()
                 .name("matchmaker".into())
-                .spawn(move || matchhost::run(match_rx, handles, wait, stats)),
+                .spawn(move || matchhost::run(match_rx, handles, wait, stats, matcher_cluster)),
         );
     }
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     for (i, (poll, inbox)) in polls.into_iter().zip(inboxes).enumerate() {
         let handles = handles.clone();
         let match_tx = match_tx.clone();
+        let cluster_tx = cluster_tx.clone();
         let shared = shared.clone();
         let core = cores.get(i % cores.len().max(1)).copied();
         threads.push(std::thread::Builder::new().name(format!("shard-{i}")).spawn(move || {
@@ -146,7 +240,8 @@ pub fn run(config: Config) -> i32 {
                 Some(c) if core_affinity::set_for_current(c) => {}
                 _ => warn!("shard {i}: not pinned to a core (affinity unavailable); running unpinned"),
             }
-            let code = shard::Shard::new(i as u16, poll, inbox, handles, match_tx, shared).run();
+            let code = shard::Shard::new(i as u16, poll, inbox, handles, match_tx, cluster_tx, shared)
+                .run();
             if code != 0 {
                 error!("shard {i} stopped unexpectedly; exiting so the supervisor restarts us");
                 std::process::exit(code);

@@ -1,5 +1,5 @@
-//! Messages between threads: the acceptor, the shards and the matchmaker. The only module that
-//! touches crossbeam channels and `mio::Waker`.
+//! Messages between threads: the acceptor, the shards, the matchmaker and (in a cluster) the
+//! Redis bridge. The only module that touches crossbeam channels and `mio::Waker`.
 //!
 //! Ordering rule (DESIGN-NOTES §5): a crossbeam channel is FIFO per sender, so everything one
 //! shard sends to another for a pair (the forwarded `Paired`, then `Relay`s, then
@@ -12,14 +12,35 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// A connection anywhere in the process. `gen` changes whenever a slot is reused, so a message
-/// for a connection that is gone never reaches its successor.
+/// A connection anywhere in the cluster. `gen` changes whenever a slot is reused, so a message
+/// for a connection that is gone never reaches its successor. `node` is 0 for this process, or
+/// the index of another node in the bridge's node table (it fills what was padding: 12 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId {
+    pub node: u16,
     pub shard: u16,
     pub slot: u32,
     pub gen: u32,
 }
+
+impl ConnId {
+    pub fn local(shard: u16, slot: u32, gen: u32) -> Self {
+        ConnId {
+            node: 0,
+            shard,
+            slot,
+            gen,
+        }
+    }
+
+    pub fn is_remote(&self) -> bool {
+        self.node != 0
+    }
+}
+
+/// Pair epochs made by the cluster queue have this bit set, so they never equal an epoch of
+/// this node's own matchmaker.
+pub const CLUSTER_EPOCH: u64 = 1 << 62;
 
 /// Work for a shard.
 pub enum ShardMsg {
@@ -41,8 +62,13 @@ pub enum ShardMsg {
         epoch: u64,
         frame: Box<[u8]>,
     },
-    /// The partner of `to` in pair `epoch` left; sent after its last `Relay`.
-    PartnerLeft { to: ConnId, epoch: u64 },
+    /// The partner of `to` in pair `epoch` left; sent after its last `Relay`. `avoid`: it left
+    /// by `next`/`find`, so the two are not paired again for now.
+    PartnerLeft { to: ConnId, epoch: u64, avoid: bool },
+    /// Every pair with a partner on node `node` is over (the node died, or messages from it
+    /// may have been lost). `node == 0`: this node lost its Redis link, so every pair with a
+    /// partner on another node is over.
+    NodeDown { node: u16 },
     /// Start draining: close every WebSocket with 1001.
     Drain,
 }
@@ -64,6 +90,28 @@ pub enum MatchReq {
     },
     Gone {
         user: ConnId,
+    },
+    /// From the Redis bridge: the cluster queue paired `user` (this node, queued under
+    /// `ticket`) with `partner` (any node).
+    ClusterPaired {
+        user: ConnId,
+        ticket: u32,
+        partner: ConnId,
+        partner_ticket: u32,
+        epoch: u64,
+        common: Vec<String>,
+    },
+    /// From a shard: our `user`, in the cluster queue under `ticket`, was claimed by a user of
+    /// another node and is now chatting with `partner`.
+    Claimed {
+        user: ConnId,
+        ticket: u32,
+        partner: ConnId,
+        epoch: u64,
+    },
+    /// From the Redis bridge: the link to Redis came up (true) or was lost (false).
+    ClusterLink {
+        up: bool,
     },
 }
 
@@ -159,6 +207,7 @@ pub type Inbox = Receiver<ShardMsg>;
 pub struct Outbox {
     pub to_shards: Vec<VecDeque<ShardMsg>>,
     pub to_matcher: VecDeque<MatchReq>,
+    pub to_cluster: VecDeque<crate::cluster::ClusterMsg>,
 }
 
 impl Outbox {
@@ -166,15 +215,20 @@ impl Outbox {
         Outbox {
             to_shards: (0..shards).map(|_| VecDeque::new()).collect(),
             to_matcher: VecDeque::new(),
+            to_cluster: VecDeque::new(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.to_matcher.is_empty() && self.to_shards.iter().all(|q| q.is_empty())
+        self.to_matcher.is_empty()
+            && self.to_cluster.is_empty()
+            && self.to_shards.iter().all(|q| q.is_empty())
     }
 
     pub fn queued(&self) -> usize {
-        self.to_matcher.len() + self.to_shards.iter().map(|q| q.len()).sum::<usize>()
+        self.to_matcher.len()
+            + self.to_cluster.len()
+            + self.to_shards.iter().map(|q| q.len()).sum::<usize>()
     }
 
     /// Send what fits. `Err` when a receiving thread died.
@@ -182,6 +236,7 @@ impl Outbox {
         &mut self,
         shards: &[ShardHandle],
         matcher: &Sender<MatchReq>,
+        cluster: Option<&Sender<crate::cluster::ClusterMsg>>,
     ) -> Result<usize, PeerGone> {
         let mut sent = 0;
         for (queue, handle) in self.to_shards.iter_mut().zip(shards) {
@@ -198,6 +253,21 @@ impl Outbox {
                 }
                 Err(TrySendError::Disconnected(_)) => return Err(PeerGone),
             }
+        }
+        match cluster {
+            Some(tx) => {
+                while let Some(msg) = self.to_cluster.pop_front() {
+                    match tx.try_send(msg) {
+                        Ok(()) => sent += 1,
+                        Err(TrySendError::Full(m)) => {
+                            self.to_cluster.push_front(m);
+                            break;
+                        }
+                        Err(TrySendError::Disconnected(_)) => return Err(PeerGone),
+                    }
+                }
+            }
+            None => self.to_cluster.clear(),
         }
         Ok(sent)
     }

@@ -34,6 +34,16 @@ pub struct Pairing<K> {
     pub common: Vec<String>,
 }
 
+/// A user taken out of the queue by [`Matchmaker::take_waiting`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waiter {
+    pub ticket: u32,
+    /// Open to anyone already.
+    pub open: bool,
+    /// When its interest wait passes (if not open yet).
+    pub open_at: Option<Instant>,
+}
+
 /// Where a user stands, as the matchmaker sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status<K> {
@@ -229,6 +239,63 @@ impl<K: Copy + Eq + Hash + Ord + std::fmt::Debug> Matchmaker<K> {
     }
     pub fn interest_wait(&self) -> Duration {
         self.interest_wait
+    }
+
+    // -- cluster mode -------------------------------------------------------------------
+
+    /// Take waiting `user` out of this matchmaker's queue (to queue it elsewhere). It stays
+    /// known with its interests and its avoid relation.
+    pub fn take_waiting(&mut self, user: K) -> Option<Waiter> {
+        let (open, open_at) = match self.users.get(&user).map(|u| &u.state) {
+            Some(&State::Waiting { open, deadline, .. }) => (open, deadline),
+            _ => return None,
+        };
+        let ticket = self.dequeue(user)?;
+        Some(Waiter {
+            ticket,
+            open,
+            open_at,
+        })
+    }
+
+    /// Everyone waiting, longest-waiting first.
+    pub fn waiting_users(&self) -> Vec<K> {
+        let mut w: Vec<(u64, K)> = self
+            .users
+            .iter()
+            .filter_map(|(&k, u)| match u.state {
+                State::Waiting { seq, .. } => Some((seq, k)),
+                _ => None,
+            })
+            .collect();
+        w.sort_unstable();
+        w.into_iter().map(|(_, k)| k).collect()
+    }
+
+    /// Somebody else (the cluster queue) paired `a` with `b`: record the pair, so that a
+    /// `next` or `find` ends it with the usual no-re-pair rule. Either may be a user this
+    /// matchmaker never queued (a user of another node).
+    pub fn pair_external(&mut self, a: K, b: K, epoch: u64) {
+        if a == b {
+            return;
+        }
+        for k in [a, b] {
+            if let Some(old) = self.end_pair(k, false) {
+                self.forget_if_idle(old);
+            }
+            self.dequeue(k);
+            self.users.entry(k).or_insert_with(User::new);
+        }
+        for (me, partner) in [(a, b), (b, a)] {
+            let old_avoid = self.users.get_mut(&me).and_then(|u| {
+                u.state = State::Paired { partner, epoch };
+                u.avoid.take()
+            });
+            if let Some(other) = old_avoid {
+                self.clear_avoid_of(other, me);
+            }
+        }
+        self.paired += 2;
     }
 
     // -- internals ----------------------------------------------------------------------

@@ -45,6 +45,9 @@ pub mod flag {
     pub const DOOMED: u16 = 1 << 9;
     /// Writing failed (reset or broken pipe): no more output; read what is left, then close.
     pub const WRITE_DEAD: u16 = 1 << 10;
+    /// Cluster mode: this user has a "do not re-pair" relation stored in Redis (a chat of its
+    /// ended by `next`/`find`), to clear when it pairs here with someone else or leaves.
+    pub const AVOIDS: u16 = 1 << 11;
 }
 
 /// Chat state of a `/ws` connection, mirrored from the matchmaker's decisions.
@@ -79,6 +82,7 @@ impl ChatState {
             phase: ChatPhase::Idle,
             ticket: 0,
             partner: ConnId {
+                node: 0,
                 shard: 0,
                 slot: 0,
                 gen: 0,

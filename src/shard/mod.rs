@@ -12,10 +12,11 @@ pub mod stats;
 use crate::chat::matchmaker::Pairing;
 use crate::chat::protocol::{self as proto, ClientMsg, ErrorCode};
 use crate::chat::ratelimit::{RateLimitConfig, RateLimiter, RateVerdict};
+use crate::cluster::ClusterMsg;
 use crate::http::{self, Endpoint, HttpContext, HttpOutcome};
 use crate::server::Shared;
 use crate::ws::{self, Decoder, Event, OpCode};
-use crate::xshard::{ConnId, Inbox, MatchReq, Outbox, ShardHandle, ShardMsg};
+use crate::xshard::{ConnId, Inbox, MatchReq, Outbox, ShardHandle, ShardMsg, CLUSTER_EPOCH};
 use conn::{flag, ChatPhase, ChatState, Conn, Phase};
 use crossbeam_channel::Sender;
 use log::{debug, error};
@@ -85,6 +86,8 @@ pub struct Shard {
     inbox: Inbox,
     peers: Vec<ShardHandle>,
     matcher: Sender<MatchReq>,
+    /// The Redis bridge, in cluster mode.
+    cluster: Option<Sender<ClusterMsg>>,
     outbox: Outbox,
     shared: Arc<Shared>,
     epoch_start: Instant,
@@ -104,6 +107,7 @@ impl Shard {
         inbox: Inbox,
         peers: Vec<ShardHandle>,
         matcher: Sender<MatchReq>,
+        cluster: Option<Sender<ClusterMsg>>,
         shared: Arc<Shared>,
     ) -> Shard {
         let c = &shared.config;
@@ -130,6 +134,7 @@ impl Shard {
             inbox,
             peers,
             matcher,
+            cluster,
             outbox,
             shared,
             epoch_start: Instant::now(),
@@ -227,7 +232,10 @@ impl Shard {
             self.flush_dirty();
             self.process_doomed();
             if !self.outbox.is_empty() {
-                match self.outbox.flush(&self.peers, &self.matcher) {
+                match self
+                    .outbox
+                    .flush(&self.peers, &self.matcher, self.cluster.as_ref())
+                {
                     Ok(_) => {
                         if !self.outbox.is_empty() {
                             ShardStats::inc(&self.stats().outbox_full);
@@ -280,7 +288,8 @@ impl Shard {
                     self.queue(slot, &frame);
                 }
             }
-            ShardMsg::PartnerLeft { to, epoch } => self.on_partner_left(to, epoch),
+            ShardMsg::PartnerLeft { to, epoch, avoid } => self.on_partner_left(to, epoch, avoid),
+            ShardMsg::NodeDown { node } => self.on_node_down(node),
             ShardMsg::Drain => self.start_drain(),
         }
     }
@@ -451,7 +460,7 @@ impl Shard {
                 }
                 self.queue(slot, &response);
                 if chat {
-                    let online = shared.online.load(Ordering::Relaxed) as u64;
+                    let online = shared.online_count();
                     self.send_json(slot, |out| proto::write_hello(out, online));
                 }
                 // Bytes after the head already belong to the WebSocket stream.
@@ -609,11 +618,9 @@ impl Shard {
     // ----- chat -------------------------------------------------------------------------
 
     fn me(&self, slot: usize) -> Option<ConnId> {
-        self.conns.get(slot).map(|c| ConnId {
-            shard: self.id,
-            slot: slot as u32,
-            gen: c.gen,
-        })
+        self.conns
+            .get(slot)
+            .map(|c| ConnId::local(self.id, slot as u32, c.gen))
     }
 
     fn on_chat_message(&mut self, slot: usize, json: &[u8]) {
@@ -653,7 +660,7 @@ impl Shard {
         match msg {
             // `end_pair` does nothing unless the connection is paired.
             ClientMsg::Find { interests } => {
-                self.end_pair(slot);
+                self.end_pair(slot, true);
                 let ticket = self.requeue(slot);
                 self.outbox.to_matcher.push_back(MatchReq::Find {
                     user: me,
@@ -664,7 +671,7 @@ impl Shard {
             ClientMsg::Next => match state {
                 ChatPhase::Waiting => self.send_json(slot, proto::write_waiting),
                 ChatPhase::Idle | ChatPhase::Paired => {
-                    self.end_pair(slot);
+                    self.end_pair(slot, true);
                     let ticket = self.requeue(slot);
                     self.outbox
                         .to_matcher
@@ -674,7 +681,7 @@ impl Shard {
             ClientMsg::Leave => match state {
                 ChatPhase::Idle => {}
                 ChatPhase::Waiting | ChatPhase::Paired => {
-                    self.end_pair(slot);
+                    self.end_pair(slot, false);
                     if let Some(c) = self.conns.get_mut(slot) {
                         c.chat.phase = ChatPhase::Idle;
                     }
@@ -714,8 +721,10 @@ impl Shard {
     }
 
     /// End this connection's pair from its side: the partner gets `partner_left` after every
-    /// relay we sent it (same channel, FIFO).
-    fn end_pair(&mut self, slot: usize) {
+    /// relay we sent it (same channel, FIFO). `avoid`: ended by `next`/`find`, so the two are
+    /// not paired again for now (in a cluster, Redis is told before the partner is).
+    fn end_pair(&mut self, slot: usize, avoid: bool) {
+        let me = self.me(slot);
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
@@ -724,14 +733,52 @@ impl Shard {
         }
         conn.chat.phase = ChatPhase::Idle;
         let (partner, epoch) = (conn.chat.partner, conn.chat.epoch);
-        self.send_partner_left(partner, epoch);
+        if avoid && self.cluster.is_some() {
+            conn.flags |= flag::AVOIDS;
+            if let Some(a) = me {
+                self.outbox
+                    .to_cluster
+                    .push_back(ClusterMsg::Avoid { a, b: partner });
+            }
+        }
+        self.send_partner_left(partner, epoch, avoid);
     }
 
-    fn send_partner_left(&mut self, to: ConnId, epoch: u64) {
-        if to.shard == self.id {
-            self.on_partner_left(to, epoch);
+    fn send_partner_left(&mut self, to: ConnId, epoch: u64, avoid: bool) {
+        if to.is_remote() {
+            self.outbox
+                .to_cluster
+                .push_back(ClusterMsg::PartnerLeft { to, epoch, avoid });
+        } else if to.shard == self.id {
+            self.on_partner_left(to, epoch, avoid);
         } else if let Some(q) = self.outbox.to_shards.get_mut(usize::from(to.shard)) {
-            q.push_back(ShardMsg::PartnerLeft { to, epoch });
+            q.push_back(ShardMsg::PartnerLeft { to, epoch, avoid });
+        }
+    }
+
+    /// Every pair with a partner on `node` is over (`node == 0`: on any other node, because
+    /// our Redis link is gone). Tell our side; tell theirs too if the link still works, in
+    /// case that node is alive and only lost messages.
+    fn on_node_down(&mut self, node: u16) {
+        let ended: Vec<(usize, ConnId, u64)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.phase == Phase::Open
+                    && c.chat.phase == ChatPhase::Paired
+                    && c.chat.partner.is_remote()
+                    && (node == 0 || c.chat.partner.node == node)
+            })
+            .map(|(slot, c)| (slot, c.chat.partner, c.chat.epoch))
+            .collect();
+        for (slot, partner, epoch) in ended {
+            if let Some(me) = self.me(slot) {
+                self.on_partner_left(me, epoch, false);
+            }
+            if node != 0 {
+                self.send_partner_left(partner, epoch, false);
+            }
+            ShardStats::inc(&self.stats().cluster_pairs_lost);
         }
     }
 
@@ -744,8 +791,14 @@ impl Shard {
             return;
         }
         let asked = conn.chat.ticket != 0;
+        let avoids = conn.has(flag::AVOIDS);
         let me = self.me(slot);
-        self.end_pair(slot);
+        self.end_pair(slot, false);
+        if let (true, Some(user)) = (avoids, me) {
+            self.outbox
+                .to_cluster
+                .push_back(ClusterMsg::ClearAvoid { user });
+        }
         if let Some(conn) = self.conns.get_mut(slot) {
             conn.chat = ChatState::new();
         }
@@ -765,12 +818,16 @@ impl Shard {
             .then_some(slot)
     }
 
-    fn on_partner_left(&mut self, to: ConnId, epoch: u64) {
+    fn on_partner_left(&mut self, to: ConnId, epoch: u64, avoid: bool) {
         let Some(slot) = self.paired_slot(to, epoch) else {
             return;
         };
+        let cluster = self.cluster.is_some();
         if let Some(c) = self.conns.get_mut(slot) {
             c.chat.phase = ChatPhase::Idle;
+            if avoid && cluster {
+                c.flags |= flag::AVOIDS;
+            }
         }
         self.send_json(slot, proto::write_partner_left);
     }
@@ -787,7 +844,20 @@ impl Shard {
     }
 
     fn become_paired(&mut self, slot: usize, partner: ConnId, epoch: u64, common: &[String]) {
+        let me = self.me(slot);
         if let Some(c) = self.conns.get_mut(slot) {
+            // Paired here with someone else: its avoid relation in Redis ends. (The cluster
+            // queue's pairing script ends it by itself.)
+            if c.has(flag::AVOIDS) {
+                c.flags &= !flag::AVOIDS;
+                if epoch & CLUSTER_EPOCH == 0 {
+                    if let Some(user) = me {
+                        self.outbox
+                            .to_cluster
+                            .push_back(ClusterMsg::ClearAvoid { user });
+                    }
+                }
+            }
             let waited = self.now.wrapping_sub(c.chat.waiting_since);
             self.shared.shards[usize::from(self.id)]
                 .match_wait
@@ -807,7 +877,15 @@ impl Shard {
             self.become_paired(slot, p.b, p.epoch, &p.common);
         }
         let (b, a, epoch) = (p.b, p.a, p.epoch);
-        if b.shard == self.id {
+        if b.is_remote() {
+            self.outbox.to_cluster.push_back(ClusterMsg::Paired {
+                to: b,
+                ticket: p.b_ticket,
+                partner: a,
+                epoch,
+                common: p.common.clone(),
+            });
+        } else if b.shard == self.id {
             self.on_paired(b, p.b_ticket, a, epoch, &p.common);
         } else if let Some(q) = self.outbox.to_shards.get_mut(usize::from(b.shard)) {
             q.push_back(ShardMsg::Paired {
@@ -820,7 +898,7 @@ impl Shard {
         }
         if live.is_none() {
             // `a` is gone or asked for something else meanwhile: `b` gets partner_left.
-            self.send_partner_left(b, epoch);
+            self.send_partner_left(b, epoch, false);
         }
     }
 
@@ -833,9 +911,21 @@ impl Shard {
         common: &[String],
     ) {
         match self.waiting_slot(to, ticket) {
-            Some(slot) => self.become_paired(slot, partner, epoch, common),
+            Some(slot) => {
+                self.become_paired(slot, partner, epoch, common);
+                if partner.is_remote() {
+                    // Claimed from the cluster queue by another node: the matchmaker still
+                    // lists it as queued there.
+                    self.outbox.to_matcher.push_back(MatchReq::Claimed {
+                        user: to,
+                        ticket,
+                        partner,
+                        epoch,
+                    });
+                }
+            }
             // Stale for our side: the other side is told, the matchmaker already knows.
-            None => self.send_partner_left(partner, epoch),
+            None => self.send_partner_left(partner, epoch, false),
         }
     }
 
@@ -850,7 +940,14 @@ impl Shard {
         write(&mut self.json);
         self.frame.clear();
         ws::write_frame(&mut self.frame, OpCode::Text, &self.json);
-        if partner.shard == self.id {
+        if partner.is_remote() {
+            self.outbox.to_cluster.push_back(ClusterMsg::Relay {
+                to: partner,
+                epoch,
+                frame: self.frame.as_slice().into(),
+            });
+            ShardStats::inc(&self.stats().relayed_cluster);
+        } else if partner.shard == self.id {
             if let Some(pslot) = self.paired_slot(partner, epoch) {
                 self.queue_built_frame(pslot);
                 ShardStats::inc(&self.stats().relayed_local);

@@ -70,6 +70,10 @@ pub struct ShardStats {
     pub messages_out: AtomicU64,
     pub relayed_local: AtomicU64,
     pub relayed_cross: AtomicU64,
+    /// Chat frames handed to the Redis bridge for a partner on another node.
+    pub relayed_cluster: AtomicU64,
+    /// Pairs with a partner on another node ended because that node or the link failed.
+    pub cluster_pairs_lost: AtomicU64,
     pub xshard_received: AtomicU64,
     pub wakeups: AtomicU64,
     pub outbox_full: AtomicU64,
@@ -101,6 +105,8 @@ impl Default for ShardStats {
             messages_out: Default::default(),
             relayed_local: Default::default(),
             relayed_cross: Default::default(),
+            relayed_cluster: Default::default(),
+            cluster_pairs_lost: Default::default(),
             xshard_received: Default::default(),
             wakeups: Default::default(),
             outbox_full: Default::default(),

@@ -1,0 +1,639 @@
+//! The bridge thread: this node's only Redis command connection. Each turn it takes every
+//! pending [`ClusterMsg`] and runs them as one pipeline, in order: pairing scripts, avoid
+//! relations, and one `PUBLISH` per destination node carrying all records for it. Between
+//! turns it heartbeats, watches the other nodes, and reconnects with backoff after an outage.
+use super::subscriber::{SubCtl, SubEvent};
+use super::wire::{self, Record, WireConn};
+use super::{parse_uid, uid, ClusterMsg, ClusterStats, NodeTable};
+use crate::server::Shared;
+use crate::xshard::{ConnId, MatchReq, ShardHandle, ShardMsg, CLUSTER_EPOCH};
+use crossbeam_channel::{Receiver, Sender};
+use log::{info, warn};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const PAIR_LUA: &str = include_str!("pair.lua");
+const WITHDRAW_LUA: &str = include_str!("withdraw.lua");
+const AVOID_LUA: &str = include_str!("avoid.lua");
+const PURGE_LUA: &str = include_str!("purge.lua");
+
+/// Heartbeat period, and the lifetime of a heartbeat key: a node silent for `TTL` is dead.
+/// A killed node's partners hear of it within TTL + HEARTBEAT (6 s; PROTOCOL allows 10).
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+pub const TTL: Duration = Duration::from_secs(5);
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(4);
+/// Messages taken per turn (one pipeline).
+const BATCH: usize = 4096;
+/// A payload is published once it holds this much.
+const PAYLOAD_MAX: usize = 256 * 1024;
+
+pub struct Bridge {
+    pub client: redis::Client,
+    pub name: String,
+    pub from_shards: Receiver<ClusterMsg>,
+    pub from_matcher: Receiver<ClusterMsg>,
+    pub matcher: Sender<MatchReq>,
+    pub shards: Vec<ShardHandle>,
+    pub sub_ctl: Sender<SubCtl>,
+    pub sub_events: Receiver<SubEvent>,
+    pub table: Arc<Mutex<NodeTable>>,
+    pub stats: Arc<ClusterStats>,
+    pub shared: Arc<Shared>,
+    /// The current incarnation's id, shared with the subscriber (to recognise its own ticks).
+    pub self_name: Arc<Mutex<String>>,
+}
+
+struct Shas {
+    pair: String,
+    withdraw: String,
+    avoid: String,
+    purge: String,
+}
+
+/// One incarnation's live link.
+struct Link {
+    con: redis::Connection,
+    /// `name~random`: a node that restarts, or reconnects after an outage, is a new
+    /// incarnation, so nothing addressed to the old one can reach the new one.
+    id: String,
+    channel_prefix: &'static str,
+    shas: Shas,
+    /// Next batch number per destination incarnation.
+    seq_out: HashMap<String, u64>,
+    /// Other incarnations whose heartbeat was seen at the last scan.
+    live: HashSet<String>,
+    next_beat: Instant,
+}
+
+/// What to do with the reply of one pipelined command.
+enum Expect {
+    Pair { user: ConnId, ticket: u32 },
+}
+
+impl Bridge {
+    pub fn run(mut self) {
+        let mut link: Option<Link> = None;
+        let mut backoff = BACKOFF_MIN;
+        let mut next_try = Instant::now();
+        let mut down_logged = false;
+        let mut batch: Vec<ClusterMsg> = Vec::with_capacity(BATCH);
+        loop {
+            if link.is_none() && Instant::now() >= next_try {
+                match self.connect() {
+                    Ok(l) => {
+                        info!(
+                            "cluster: connected to Redis as node {} (node name {})",
+                            l.id, self.name
+                        );
+                        self.set_up(true);
+                        backoff = BACKOFF_MIN;
+                        down_logged = false;
+                        link = Some(l);
+                    }
+                    Err(e) => {
+                        ClusterStats::add(&self.stats.errors, 1);
+                        if !down_logged {
+                            warn!(
+                                "cluster: Redis unreachable ({e}); pairing on this node only, retrying with backoff"
+                            );
+                            down_logged = true;
+                        }
+                        next_try = Instant::now() + backoff;
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    }
+                }
+            }
+            let wake_at = match &link {
+                Some(l) => l.next_beat,
+                None => next_try,
+            };
+            let timeout = wake_at
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(5));
+            // Wait for work from the shards, the matchmaker or the subscriber.
+            crossbeam_channel::select! {
+                recv(self.from_shards) -> m => match m {
+                    Ok(m) => batch.push(m),
+                    Err(_) => return,
+                },
+                recv(self.from_matcher) -> m => match m {
+                    Ok(m) => batch.push(m),
+                    Err(_) => return,
+                },
+                recv(self.sub_events) -> ev => match ev {
+                    Ok(ev) => self.on_sub_event(ev, &mut link),
+                    Err(_) => return,
+                },
+                default(timeout) => {}
+            }
+            while let Ok(ev) = self.sub_events.try_recv() {
+                self.on_sub_event(ev, &mut link);
+            }
+            if link.is_none() && !down_logged {
+                // The subscriber reported the loss (and logged it): retry quietly.
+                down_logged = true;
+                next_try = Instant::now() + backoff;
+            }
+            // Shard messages first: a shard queues `Avoid` before it tells the matchmaker
+            // about the `next` whose `Enqueue` follows.
+            batch.extend(self.from_shards.try_iter().take(BATCH));
+            batch.extend(self.from_matcher.try_iter().take(BATCH));
+            let failed = match link.as_mut() {
+                Some(l) => {
+                    let r = if batch.is_empty() {
+                        Ok(())
+                    } else {
+                        self.execute(l, &mut batch)
+                    };
+                    match r {
+                        Ok(()) if Instant::now() >= l.next_beat => self.heartbeat(l),
+                        other => other,
+                    }
+                }
+                None => {
+                    // Pairs across nodes were ended when the link went down; queue requests
+                    // are the matchmaker's to retry.
+                    ClusterStats::add(&self.stats.dropped_while_down, batch.len() as u64);
+                    batch.clear();
+                    Ok(())
+                }
+            };
+            if let Err(e) = failed {
+                ClusterStats::add(&self.stats.errors, 1);
+                warn!("cluster: lost the Redis link ({e}); ending cross-node chats, pairing on this node only");
+                link = None;
+                self.go_down();
+                next_try = Instant::now() + backoff;
+                down_logged = true;
+            }
+        }
+    }
+
+    fn on_sub_event(&mut self, ev: SubEvent, link: &mut Option<Link>) {
+        match ev {
+            SubEvent::Lost { channel, why } => {
+                if let Some(l) = link {
+                    if channel == channel_name(l.channel_prefix, &l.id) {
+                        ClusterStats::add(&self.stats.errors, 1);
+                        warn!("cluster: relay subscription lost ({why}); ending cross-node chats, pairing on this node only");
+                        *link = None;
+                        self.go_down();
+                    }
+                }
+            }
+            SubEvent::Gap { node } => {
+                // Tell the sender to end its side of our pairs too.
+                if let Some(l) = link {
+                    let name = self
+                        .table
+                        .lock()
+                        .ok()
+                        .and_then(|t| t.name(node).map(str::to_string));
+                    if let Some(name) = name {
+                        let mut payload = Vec::new();
+                        let seq = next_seq(&mut l.seq_out, &name);
+                        wire::begin(&mut payload, &l.id, seq);
+                        wire::push(&mut payload, &Record::Reset);
+                        let r: redis::RedisResult<()> = redis::cmd("PUBLISH")
+                            .arg(channel_name(l.channel_prefix, &name))
+                            .arg(payload)
+                            .query(&mut l.con);
+                        if r.is_err() {
+                            ClusterStats::add(&self.stats.errors, 1);
+                        }
+                    }
+                }
+            }
+            SubEvent::Subscribed { .. } => {}
+        }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.stats.up.store(u64::from(up), Ordering::Relaxed);
+        let _ = self.matcher.send(MatchReq::ClusterLink { up });
+    }
+
+    /// The link is gone: every cross-node pair ends now (we can no longer prove their messages
+    /// arrive), and the matchmaker takes its queued users back after the heartbeat expires.
+    fn go_down(&self) {
+        ClusterStats::add(&self.stats.link_losses, 1);
+        let _ = self.sub_ctl.send(SubCtl::Unsubscribe);
+        for h in &self.shards {
+            let _ = h.send_blocking(ShardMsg::NodeDown { node: 0 });
+        }
+        self.stats.nodes.store(0, Ordering::Relaxed);
+        self.set_up(false);
+    }
+
+    fn connect(&mut self) -> Result<Link, String> {
+        ClusterStats::add(&self.stats.connects, 1);
+        let mut con = self
+            .client
+            .get_connection_with_timeout(IO_TIMEOUT)
+            .map_err(|e| e.to_string())?;
+        con.set_read_timeout(Some(IO_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        con.set_write_timeout(Some(IO_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let load = |con: &mut redis::Connection, src: &str| -> Result<String, String> {
+            redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(src)
+                .query(con)
+                .map_err(|e| e.to_string())
+        };
+        let shas = Shas {
+            pair: load(&mut con, PAIR_LUA)?,
+            withdraw: load(&mut con, WITHDRAW_LUA)?,
+            avoid: load(&mut con, AVOID_LUA)?,
+            purge: load(&mut con, PURGE_LUA)?,
+        };
+        let id = format!("{}~{:08x}", self.name, super::random_u64() as u32);
+        if let Ok(mut n) = self.self_name.lock() {
+            n.clone_from(&id);
+        }
+        // Listen before anyone can learn our id, so nothing sent to us is missed.
+        let channel = channel_name("rl:n:", &id);
+        self.sub_ctl
+            .send(SubCtl::Subscribe {
+                channel: channel.clone(),
+            })
+            .map_err(|_| "subscriber thread gone".to_string())?;
+        let deadline = Instant::now() + IO_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.sub_events.recv_timeout(left) {
+                Ok(SubEvent::Subscribed { channel: c }) if c == channel => break,
+                Ok(SubEvent::Lost { channel: c, why }) if c == channel => return Err(why),
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = self.sub_ctl.send(SubCtl::Unsubscribe);
+                    return Err("no pub/sub subscription within 2 s".into());
+                }
+            }
+        }
+        let mut link = Link {
+            con,
+            id,
+            channel_prefix: "rl:n:",
+            shas,
+            seq_out: HashMap::new(),
+            live: HashSet::new(),
+            next_beat: Instant::now(),
+        };
+        self.heartbeat(&mut link)?;
+        Ok(link)
+    }
+
+    /// Run one batch as a single pipeline.
+    fn execute(&self, l: &mut Link, batch: &mut Vec<ClusterMsg>) -> Result<(), String> {
+        let mut pipe = redis::pipe();
+        let mut expect: Vec<Expect> = Vec::new();
+        // Payloads being built, by destination node index.
+        let mut payloads: Vec<(u16, Vec<u8>)> = Vec::new();
+        let mut records = 0u64;
+        let mut publishes = 0u64;
+        let table = match self.table.lock() {
+            Ok(t) => t,
+            Err(_) => return Err("node table poisoned".into()),
+        };
+        let mut flush = |pipe: &mut redis::Pipeline, payloads: &mut Vec<(u16, Vec<u8>)>| {
+            for (node, payload) in payloads.drain(..) {
+                if let Some(name) = table.name(node) {
+                    pipe.cmd("PUBLISH")
+                        .arg(channel_name(l.channel_prefix, name))
+                        .arg(payload)
+                        .ignore();
+                    publishes += 1;
+                }
+            }
+        };
+        for msg in batch.drain(..) {
+            let (to, rec) = match &msg {
+                ClusterMsg::Paired {
+                    to,
+                    ticket,
+                    partner,
+                    epoch,
+                    common,
+                } => (
+                    *to,
+                    Record::Paired {
+                        to: wire_conn(*to),
+                        ticket: *ticket,
+                        partner: wire_conn(*partner),
+                        epoch: *epoch,
+                        common: common.iter().map(String::as_str).collect(),
+                    },
+                ),
+                ClusterMsg::Relay { to, epoch, frame } => (
+                    *to,
+                    Record::Relay {
+                        to: wire_conn(*to),
+                        epoch: *epoch,
+                        frame,
+                    },
+                ),
+                ClusterMsg::PartnerLeft { to, epoch, avoid } => (
+                    *to,
+                    Record::PartnerLeft {
+                        to: wire_conn(*to),
+                        epoch: *epoch,
+                        avoid: *avoid,
+                    },
+                ),
+                other => {
+                    // Commands keep their place relative to the records around them.
+                    flush(&mut pipe, &mut payloads);
+                    match other {
+                        ClusterMsg::Avoid { a, b } => {
+                            let Some(bu) = conn_uid(&table, &l.id, *b) else {
+                                continue;
+                            };
+                            pipe.cmd("EVALSHA")
+                                .arg(&l.shas.avoid)
+                                .arg(0)
+                                .arg("set")
+                                .arg(uid(&l.id, *a))
+                                .arg(bu)
+                                .ignore();
+                        }
+                        ClusterMsg::ClearAvoid { user } => {
+                            pipe.cmd("EVALSHA")
+                                .arg(&l.shas.avoid)
+                                .arg(0)
+                                .arg("clear")
+                                .arg(uid(&l.id, *user))
+                                .ignore();
+                        }
+                        ClusterMsg::Enqueue {
+                            user,
+                            ticket,
+                            interests,
+                            open,
+                        } => {
+                            let tags =
+                                serde_json::to_string(interests).unwrap_or_else(|_| "[]".into());
+                            pipe.cmd("EVALSHA")
+                                .arg(&l.shas.pair)
+                                .arg(0)
+                                .arg("q")
+                                .arg(uid(&l.id, *user))
+                                .arg(&l.id)
+                                .arg(*ticket)
+                                .arg(if *open { "1" } else { "0" })
+                                .arg(tags);
+                            expect.push(Expect::Pair {
+                                user: *user,
+                                ticket: *ticket,
+                            });
+                        }
+                        ClusterMsg::OpenUp { user, ticket } => {
+                            pipe.cmd("EVALSHA")
+                                .arg(&l.shas.pair)
+                                .arg(0)
+                                .arg("o")
+                                .arg(uid(&l.id, *user))
+                                .arg(&l.id)
+                                .arg(*ticket)
+                                .arg("1")
+                                .arg("[]");
+                            expect.push(Expect::Pair {
+                                user: *user,
+                                ticket: *ticket,
+                            });
+                        }
+                        ClusterMsg::Withdraw { user } => {
+                            pipe.cmd("EVALSHA")
+                                .arg(&l.shas.withdraw)
+                                .arg(0)
+                                .arg(uid(&l.id, *user))
+                                .ignore();
+                        }
+                        _ => {}
+                    }
+                    continue;
+                }
+            };
+            if !table.is_alive(to.node) {
+                continue;
+            }
+            let Some(name) = table.name(to.node) else {
+                continue;
+            };
+            let idx = match payloads.iter().position(|(n, _)| *n == to.node) {
+                Some(i) => i,
+                None => {
+                    let mut p = Vec::with_capacity(256);
+                    wire::begin(&mut p, &l.id, next_seq(&mut l.seq_out, name));
+                    payloads.push((to.node, p));
+                    payloads.len() - 1
+                }
+            };
+            if let Some((_, p)) = payloads.get_mut(idx) {
+                wire::push(p, &rec);
+                records += 1;
+                if p.len() >= PAYLOAD_MAX {
+                    let full = payloads.swap_remove(idx);
+                    flush(&mut pipe, &mut vec![full]);
+                }
+            }
+        }
+        flush(&mut pipe, &mut payloads);
+        drop(table);
+        if pipe.cmd_iter().next().is_none() {
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        let replies: Vec<redis::Value> = pipe.query(&mut l.con).map_err(|e| e.to_string())?;
+        self.stats
+            .roundtrip_seconds
+            .observe(t0.elapsed().as_secs_f64());
+        ClusterStats::add(&self.stats.roundtrips, 1);
+        ClusterStats::add(&self.stats.records_out, records);
+        ClusterStats::add(&self.stats.publishes, publishes);
+        for (e, v) in expect.into_iter().zip(replies) {
+            match e {
+                Expect::Pair { user, ticket } => self.on_pair_reply(l, user, ticket, v),
+            }
+        }
+        Ok(())
+    }
+
+    fn on_pair_reply(&self, l: &Link, user: ConnId, ticket: u32, v: redis::Value) {
+        let parts: Vec<String> = match redis::from_redis_value(v) {
+            Ok(p) => p,
+            Err(_) => {
+                ClusterStats::add(&self.stats.errors, 1);
+                return;
+            }
+        };
+        log::debug!("cluster: pairing script for {user:?} ticket {ticket}: {parts:?}");
+        match parts.first().map(String::as_str) {
+            Some("paired") => {}
+            Some("queued") => {
+                ClusterStats::add(&self.stats.queued, 1);
+                return;
+            }
+            _ => return,
+        }
+        let (Some(puid), Some(pticket), Some(epoch), Some(common)) =
+            (parts.get(1), parts.get(2), parts.get(3), parts.get(4))
+        else {
+            ClusterStats::add(&self.stats.errors, 1);
+            return;
+        };
+        let Some((node, shard, slot, gen)) = parse_uid(puid) else {
+            ClusterStats::add(&self.stats.errors, 1);
+            return;
+        };
+        let node = if node == l.id {
+            Some(0)
+        } else {
+            self.table.lock().ok().and_then(|mut t| t.intern(node))
+        };
+        let (Some(node), Ok(pticket), Ok(epoch)) = (node, pticket.parse(), epoch.parse::<u64>())
+        else {
+            ClusterStats::add(&self.stats.errors, 1);
+            return;
+        };
+        let common: Vec<String> = serde_json::from_str(common).unwrap_or_default();
+        ClusterStats::add(&self.stats.pairs, 1);
+        let _ = self.matcher.send(MatchReq::ClusterPaired {
+            user,
+            ticket,
+            partner: ConnId {
+                node,
+                shard,
+                slot,
+                gen,
+            },
+            partner_ticket: pticket,
+            epoch: epoch | CLUSTER_EPOCH,
+            common,
+        });
+    }
+
+    /// Refresh our heartbeat (with this node's client count), read everyone's, purge the
+    /// dead, end our pairs with them, prove our own channel still delivers.
+    fn heartbeat(&self, l: &mut Link) -> Result<(), String> {
+        l.next_beat = Instant::now() + HEARTBEAT;
+        let local = self.shared.online.load(Ordering::Relaxed) as u64;
+        let mut tick = Vec::with_capacity(32);
+        wire::begin(&mut tick, &l.id, 0);
+        wire::push(&mut tick, &Record::Tick);
+        let t0 = Instant::now();
+        let (_, _, _, members): ((), (), (), Vec<String>) = redis::pipe()
+            .cmd("SET")
+            .arg(format!("rl:node:{}", l.id))
+            .arg(local)
+            .arg("PX")
+            .arg(TTL.as_millis() as u64)
+            .cmd("SADD")
+            .arg("rl:nodes")
+            .arg(&l.id)
+            .cmd("PUBLISH")
+            .arg(channel_name(l.channel_prefix, &l.id))
+            .arg(tick)
+            .cmd("SMEMBERS")
+            .arg("rl:nodes")
+            .query(&mut l.con)
+            .map_err(|e| e.to_string())?;
+        let keys: Vec<String> = members.iter().map(|m| format!("rl:node:{m}")).collect();
+        let counts: Vec<Option<u64>> = if keys.is_empty() {
+            Vec::new()
+        } else {
+            redis::cmd("MGET")
+                .arg(&keys)
+                .query(&mut l.con)
+                .map_err(|e| e.to_string())?
+        };
+        self.stats
+            .roundtrip_seconds
+            .observe(t0.elapsed().as_secs_f64());
+        ClusterStats::add(&self.stats.roundtrips, 2);
+        let mut total = local;
+        let mut live = HashSet::new();
+        let mut dead = Vec::new();
+        for (m, c) in members.iter().zip(&counts) {
+            match c {
+                Some(n) => {
+                    if *m != l.id {
+                        total += n;
+                        live.insert(m.clone());
+                    }
+                }
+                None => dead.push(m.clone()),
+            }
+        }
+        for m in &dead {
+            let removed: Result<u64, _> = redis::cmd("EVALSHA")
+                .arg(&l.shas.purge)
+                .arg(0)
+                .arg(m)
+                .query(&mut l.con);
+            match removed {
+                Ok(n) => {
+                    info!("cluster: node {m} stopped heartbeating; purged its {n} queue entries")
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        self.stats
+            .nodes
+            .store(live.len() as u64 + 1, Ordering::Relaxed);
+        self.stats.online_total.store(total, Ordering::Relaxed);
+        self.stats
+            .online_local_at_beat
+            .store(local, Ordering::Relaxed);
+        let died = match self.table.lock() {
+            Ok(mut t) => {
+                for m in &live {
+                    if let Some(i) = t.lookup(m) {
+                        t.revive(i);
+                    }
+                }
+                t.reap(&|n| live.contains(n))
+            }
+            Err(_) => Vec::new(),
+        };
+        for node in died {
+            ClusterStats::add(&self.stats.nodes_down, 1);
+            for h in &self.shards {
+                let _ = h.send_blocking(ShardMsg::NodeDown { node });
+            }
+        }
+        l.live = live;
+        Ok(())
+    }
+}
+
+fn channel_name(prefix: &str, id: &str) -> String {
+    format!("{prefix}{id}")
+}
+
+fn next_seq(seqs: &mut HashMap<String, u64>, dest: &str) -> u64 {
+    let s = seqs.entry(dest.to_string()).or_insert(0);
+    *s += 1;
+    *s
+}
+
+fn wire_conn(c: ConnId) -> WireConn {
+    WireConn {
+        shard: c.shard,
+        slot: c.slot,
+        gen: c.gen,
+    }
+}
+
+fn conn_uid(table: &NodeTable, self_id: &str, c: ConnId) -> Option<String> {
+    if c.is_remote() {
+        table.name(c.node).map(|n| uid(n, c))
+    } else {
+        Some(uid(self_id, c))
+    }
+}

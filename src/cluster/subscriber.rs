@@ -1,0 +1,235 @@
+//! The subscriber thread: listens on this node's pub/sub channel and hands every record to the
+//! shard of its connection, in arrival order. It proves the link carries everything: batches
+//! from each sender are numbered, and the bridge publishes a tick to this channel every
+//! second, so a gap or a silent link is noticed and reported instead of losing messages.
+use super::wire::{self, Record};
+use super::{ClusterStats, NodeTable};
+use crate::xshard::{ConnId, ShardHandle, ShardMsg};
+use crossbeam_channel::{Receiver, Sender};
+use log::warn;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// From the bridge.
+pub enum SubCtl {
+    /// Subscribe to this incarnation's channel (dropping any older subscription).
+    Subscribe { channel: String },
+    /// Stop listening (the bridge gave up on this incarnation).
+    Unsubscribe,
+}
+
+/// To the bridge.
+#[derive(Debug)]
+pub enum SubEvent {
+    Subscribed {
+        channel: String,
+    },
+    /// The subscription failed or went silent: messages may have been lost.
+    Lost {
+        channel: String,
+        why: String,
+    },
+    /// Batches from node `node` went missing: tell it to reset the link.
+    Gap {
+        node: u16,
+    },
+}
+
+/// No tick for this long means the pub/sub link is not carrying messages.
+const SILENCE: Duration = Duration::from_secs(3);
+const POLL: Duration = Duration::from_millis(200);
+
+pub struct Subscriber {
+    pub client: redis::Client,
+    pub ctl: Receiver<SubCtl>,
+    pub events: Sender<SubEvent>,
+    pub shards: Vec<ShardHandle>,
+    pub table: Arc<Mutex<NodeTable>>,
+    pub stats: Arc<ClusterStats>,
+    pub self_name: Arc<Mutex<String>>,
+}
+
+impl Subscriber {
+    pub fn run(self) {
+        let mut want: Option<String> = None;
+        loop {
+            let channel = match want.take() {
+                Some(c) => c,
+                None => match self.ctl.recv() {
+                    Ok(SubCtl::Subscribe { channel }) => channel,
+                    Ok(SubCtl::Unsubscribe) => continue,
+                    Err(_) => return,
+                },
+            };
+            match self.listen(&channel) {
+                Next::Resubscribe(c) => want = Some(c),
+                Next::Idle => {}
+                Next::Exit => return,
+            }
+        }
+    }
+
+    fn lost(&self, channel: &str, why: String) {
+        let _ = self.events.send(SubEvent::Lost {
+            channel: channel.to_string(),
+            why,
+        });
+    }
+
+    /// Listen on `channel` until told otherwise or the link fails.
+    fn listen(&self, channel: &str) -> Next {
+        let mut con = match self
+            .client
+            .get_connection_with_timeout(Duration::from_secs(2))
+        {
+            Ok(c) => c,
+            Err(e) => {
+                self.lost(channel, e.to_string());
+                return Next::Idle;
+            }
+        };
+        let mut ps = con.as_pubsub();
+        if let Err(e) = ps.subscribe(channel) {
+            self.lost(channel, e.to_string());
+            return Next::Idle;
+        }
+        if let Err(e) = ps.set_read_timeout(Some(POLL)) {
+            self.lost(channel, e.to_string());
+            return Next::Idle;
+        }
+        let _ = self.events.send(SubEvent::Subscribed {
+            channel: channel.to_string(),
+        });
+        // Next batch number expected from each sender, by sender name.
+        let mut expected: HashMap<String, u64> = HashMap::new();
+        let mut last_heard = Instant::now();
+        loop {
+            match self.ctl.try_recv() {
+                Ok(SubCtl::Subscribe { channel: c }) => return Next::Resubscribe(c),
+                Ok(SubCtl::Unsubscribe) => return Next::Idle,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => return Next::Exit,
+                Err(crossbeam_channel::TryRecvError::Empty) => {}
+            }
+            match ps.get_message() {
+                Ok(msg) => {
+                    last_heard = Instant::now();
+                    self.on_payload(msg.get_payload_bytes(), &mut expected);
+                }
+                Err(e) if e.is_timeout() => {
+                    if last_heard.elapsed() > SILENCE {
+                        self.lost(channel, format!("no message for {SILENCE:?}"));
+                        return Next::Idle;
+                    }
+                }
+                Err(e) => {
+                    self.lost(channel, e.to_string());
+                    return Next::Idle;
+                }
+            }
+        }
+    }
+
+    fn on_payload(&self, payload: &[u8], expected: &mut HashMap<String, u64>) {
+        ClusterStats::add(&self.stats.payloads_in, 1);
+        let batch = match wire::decode(payload) {
+            Ok(b) => b,
+            Err(e) => {
+                // Not from a roulette node of this version: nothing to route it by.
+                ClusterStats::add(&self.stats.errors, 1);
+                warn!("cluster: dropped a malformed relay payload ({e:?})");
+                return;
+            }
+        };
+        let is_self = self
+            .self_name
+            .lock()
+            .map(|n| *n == batch.sender)
+            .unwrap_or(false);
+        if is_self {
+            // Our own tick: proves the channel delivers; nothing to route.
+            return;
+        }
+        let node = match self.table.lock() {
+            Ok(mut t) => t.intern(batch.sender),
+            Err(_) => None,
+        };
+        let Some(node) = node else { return };
+        let want = expected.entry(batch.sender.to_string()).or_insert(1);
+        if batch.seq != *want {
+            ClusterStats::add(&self.stats.gaps, 1);
+            warn!(
+                "cluster: batches from {} went missing (got #{}, expected #{}); ending the pairs with it",
+                batch.sender, batch.seq, *want
+            );
+            self.node_down(node);
+            let _ = self.events.send(SubEvent::Gap { node });
+        }
+        *want = batch.seq.wrapping_add(1);
+        ClusterStats::add(&self.stats.records_in, batch.records.len() as u64);
+        for rec in batch.records {
+            let (to, msg) = match rec {
+                Record::Paired {
+                    to,
+                    ticket,
+                    partner,
+                    epoch,
+                    common,
+                } => {
+                    let to = ConnId::local(to.shard, to.slot, to.gen);
+                    let msg = ShardMsg::Paired {
+                        to,
+                        ticket,
+                        partner: remote(node, partner),
+                        epoch,
+                        common: common.into_iter().map(str::to_string).collect(),
+                    };
+                    (to, msg)
+                }
+                Record::Relay { to, epoch, frame } => {
+                    let to = ConnId::local(to.shard, to.slot, to.gen);
+                    let msg = ShardMsg::Relay {
+                        to,
+                        epoch,
+                        frame: frame.into(),
+                    };
+                    (to, msg)
+                }
+                Record::PartnerLeft { to, epoch, avoid } => {
+                    let to = ConnId::local(to.shard, to.slot, to.gen);
+                    (to, ShardMsg::PartnerLeft { to, epoch, avoid })
+                }
+                Record::Reset => {
+                    self.node_down(node);
+                    continue;
+                }
+                Record::Tick => continue,
+            };
+            if let Some(h) = self.shards.get(usize::from(to.shard)) {
+                // Blocking is safe: shards never wait on this thread.
+                let _ = h.send_blocking(msg);
+            }
+        }
+    }
+
+    fn node_down(&self, node: u16) {
+        for h in &self.shards {
+            let _ = h.send_blocking(ShardMsg::NodeDown { node });
+        }
+    }
+}
+
+fn remote(node: u16, c: wire::WireConn) -> ConnId {
+    ConnId {
+        node,
+        shard: c.shard,
+        slot: c.slot,
+        gen: c.gen,
+    }
+}
+
+enum Next {
+    Resubscribe(String),
+    Idle,
+    Exit,
+}

@@ -1,0 +1,541 @@
+//! Cluster mode against a real `redis-server` (loopback, a free port, persistence off) and
+//! three real nodes: pairing across nodes (with and without interests), ordered relay both
+//! ways, the no-re-pair rule across nodes, a SIGKILLed node, a Redis outage and its recovery,
+//! the cluster-wide online count, and a node that starts while Redis is unreachable.
+//!
+//! Each test gets its own Redis and nodes; they run one at a time so that the failure
+//! timings (heartbeat TTL, reconnect backoff) are not skewed by each other's load.
+mod util;
+
+use serde_json::Value;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use util::*;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How long PROTOCOL.md allows for a partner on a failed node or link to be told.
+const FAILURE_BOUND: Duration = Duration::from_secs(10);
+const WAITING: &str = r#"{"type":"waiting"}"#;
+const PARTNER_LEFT: &str = r#"{"type":"partner_left"}"#;
+
+// ---------------------------------------------------------------------------------------------
+// Redis and nodes
+// ---------------------------------------------------------------------------------------------
+
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").expect("a free port");
+            l.local_addr().expect("addr").port()
+        };
+        let mut r = Redis { child: None, port };
+        r.launch();
+        r
+    }
+
+    fn launch(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--loglevel",
+            "warning",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        // SAFETY: prctl is async-signal-safe; if the test dies, Redis goes with it.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!("cannot start redis-server ({e}): scripts/test.sh installs it (apt-get install redis-server)")
+        });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.ping() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn ping(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        if s.write_all(b"PING\r\n").is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 7];
+        s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    /// Kill Redis (its data dies with it: nothing is persisted).
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Cluster {
+    redis: Redis,
+    nodes: Vec<Server>,
+}
+
+impl Cluster {
+    /// Redis plus `n` nodes (two shards each, no rate limit), each connected to Redis.
+    fn start(n: usize, extra: &[&str]) -> Cluster {
+        let redis = Redis::start();
+        let url = redis.url();
+        let nodes = (1..=n)
+            .map(|i| {
+                let name = format!("n{i}");
+                let mut args = vec![
+                    "--shards",
+                    "2",
+                    "--rate-limit-per-sec",
+                    "0",
+                    "--cluster",
+                    &url,
+                    "--node-name",
+                    &name,
+                ];
+                args.extend_from_slice(extra);
+                Server::start_with_env(
+                    &args,
+                    &[(
+                        "RUST_LOG",
+                        "info,roulette::cluster=debug,roulette::matchhost=debug",
+                    )],
+                )
+            })
+            .collect();
+        let c = Cluster { redis, nodes };
+        for i in 0..n {
+            c.wait_connected(i, 1);
+        }
+        c
+    }
+
+    fn addr(&self, i: usize) -> SocketAddr {
+        self.nodes[i].addr
+    }
+
+    /// Wait until node `i` has logged its `times`-th Redis connection.
+    fn wait_connected(&self, i: usize, times: usize) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let n = self.nodes[i]
+                .log_text()
+                .matches("cluster: connected to Redis")
+                .count();
+            if n >= times {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} did not connect to Redis (#{times}); log:\n{}",
+                i + 1,
+                self.nodes[i].log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// One scrape of a node's metrics endpoint: the value of an unlabelled sample.
+fn metric(server: &Server, name: &str) -> Option<f64> {
+    let r = get(server.metrics_addr, "/metrics");
+    let body = r.body_str();
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn wait_metric(server: &Server, name: &str, want: f64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = metric(server, name);
+        if got == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} is {got:?}, expected {want} within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `a` on one node and `b` on another find with these interests; both must be paired with
+/// each other (checked by a message each way). Returns (a, b, common).
+fn pair_across(
+    a_at: SocketAddr,
+    a_interests: &[&str],
+    b_at: SocketAddr,
+    b_interests: &[&str],
+) -> (Client, Client, Vec<String>) {
+    let mut a = chat(a_at);
+    let mut b = chat(b_at);
+    a.send_text(&find_msg(a_interests));
+    a.expect_json(WAITING);
+    b.send_text(&find_msg(b_interests));
+    let common_b = b.expect_paired();
+    let common_a = a.expect_paired();
+    assert_eq!(
+        common_a, common_b,
+        "both sides see the same common interests"
+    );
+    a.send_text(&msg("hello b"));
+    b.expect_json(&msg("hello b"));
+    b.send_text(&msg("hello a"));
+    a.expect_json(&msg("hello a"));
+    (a, b, common_a)
+}
+
+/// `n` numbered messages each way, interleaved; each side must receive the other's in order,
+/// exactly once.
+fn exchange(a: &mut Client, b: &mut Client, n: usize, tag: &str) {
+    for i in 0..n {
+        a.send_text(&msg(&format!("{tag} a->b {i}")));
+        b.send_text(&msg(&format!("{tag} b->a {i}")));
+    }
+    for i in 0..n {
+        b.expect_json(&msg(&format!("{tag} a->b {i}")));
+    }
+    for i in 0..n {
+        a.expect_json(&msg(&format!("{tag} b->a {i}")));
+    }
+}
+
+/// Wait for `partner_left` and return how long it took.
+fn partner_left_within(c: &mut Client, within: Duration) -> Duration {
+    let t0 = Instant::now();
+    let v: Value = c.next_json(within);
+    assert_eq!(v["type"], "partner_left", "expected partner_left, got {v}");
+    t0.elapsed()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn users_on_different_nodes_pair_and_chat_in_order_both_ways() {
+    let _g = serial();
+    let _w = watchdog(90);
+    let c = Cluster::start(3, &[]);
+
+    // No interests: n1 with n2.
+    let (mut a, mut b, common) = pair_across(c.addr(0), &[], c.addr(1), &[]);
+    assert!(common.is_empty());
+    exchange(&mut a, &mut b, 300, "plain");
+    // Typing crosses too, in order with messages.
+    a.send_text(r#"{"type":"typing","active":true}"#);
+    a.send_text(&msg("after typing"));
+    b.expect_json(r#"{"type":"typing","active":true}"#);
+    b.expect_json(&msg("after typing"));
+
+    // Interests: n2 with n3, sharing one of two.
+    let (mut x, mut y, common) = pair_across(c.addr(1), &["cats", "rust"], c.addr(2), &["rust"]);
+    assert_eq!(common, vec!["rust".to_string()]);
+    exchange(&mut x, &mut y, 300, "tagged");
+
+    // Leaving: the partner gets every message first, then partner_left.
+    for i in 0..50 {
+        a.send_text(&msg(&format!("last {i}")));
+    }
+    a.send_text(r#"{"type":"leave"}"#);
+    for i in 0..50 {
+        b.expect_json(&msg(&format!("last {i}")));
+    }
+    b.expect_json(PARTNER_LEFT);
+    // A disconnect ends the other cross-node pair.
+    drop(x);
+    y.expect_json(PARTNER_LEFT);
+
+    for (i, n) in c.nodes.iter().enumerate() {
+        let out = metric(n, "roulette_cluster_records_sent_total").unwrap_or(0.0);
+        let inn = metric(n, "roulette_cluster_records_received_total").unwrap_or(0.0);
+        eprintln!("node n{}: {out} records sent, {inn} received", i + 1);
+        assert_eq!(metric(n, "roulette_cluster_redis_up"), Some(1.0));
+    }
+    assert!(metric(&c.nodes[0], "roulette_cluster_records_sent_total").unwrap_or(0.0) >= 300.0);
+    assert!(metric(&c.nodes[2], "roulette_cluster_records_received_total").unwrap_or(0.0) >= 300.0);
+}
+
+#[test]
+fn cluster_matching_keeps_every_rule_of_the_protocol() {
+    let _g = serial();
+    let _w = watchdog(90);
+    // A long interest wait: interest users only pair by interest during this test.
+    let c = Cluster::start(3, &["--interest-wait", "30"]);
+
+    // An open stranger waits on n1 first.
+    let mut s = chat(c.addr(0));
+    s.send_text(&find_msg(&[]));
+    s.expect_json(WAITING);
+    // `a` on n2 has interests: it must not take the open stranger.
+    let mut a = chat(c.addr(1));
+    a.send_text(&find_msg(&["x", "y"]));
+    a.expect_json(WAITING);
+    a.expect_quiet(Duration::from_millis(600));
+    // `b` on n3 shares "x" with `a`: interests first, even though `s` waited longer.
+    let mut b = chat(c.addr(2));
+    b.send_text(&find_msg(&["x"]));
+    assert_eq!(b.expect_paired(), vec!["x".to_string()]);
+    assert_eq!(a.expect_paired(), vec!["x".to_string()]);
+
+    // `a` skips `b`; `b` asks for someone new too. They share "x" but must not re-pair while
+    // nobody else is around.
+    a.send_text(r#"{"type":"next"}"#);
+    a.expect_json(WAITING);
+    b.expect_json(PARTNER_LEFT);
+    b.send_text(r#"{"type":"next"}"#);
+    b.expect_json(WAITING);
+    a.expect_quiet(Duration::from_millis(1500));
+    b.expect_quiet(Duration::from_millis(100));
+
+    // A newcomer with "x" on n1 pairs with `a`, the one waiting longest among the two...
+    let mut d = chat(c.addr(0));
+    d.send_text(&find_msg(&["x"]));
+    assert_eq!(d.expect_paired(), vec!["x".to_string()]);
+    assert_eq!(a.expect_paired(), vec!["x".to_string()]);
+    // ...which lifts the no-re-pair rule: `a` leaves `d` and meets `b` again.
+    a.send_text(&find_msg(&["x"]));
+    a.expect_json(WAITING);
+    d.expect_json(PARTNER_LEFT);
+    assert_eq!(a.expect_paired(), vec!["x".to_string()]);
+    assert_eq!(b.expect_paired(), vec!["x".to_string()]);
+    a.send_text(&msg("again"));
+    b.expect_json(&msg("again"));
+
+    // The open stranger pairs with the next open user, on any node.
+    let mut e = chat(c.addr(2));
+    e.send_text(&find_msg(&[]));
+    assert!(e.expect_paired().is_empty());
+    assert!(s.expect_paired().is_empty());
+    s.send_text(&msg("from n1"));
+    e.expect_json(&msg("from n1"));
+    // Never two partners at once: nobody else heard anything.
+    d.expect_quiet(Duration::from_millis(300));
+}
+
+#[test]
+fn a_killed_node_ends_its_cross_node_chats_within_10_s_and_its_queue_entries_die() {
+    let _g = serial();
+    let _w = watchdog(90);
+    let c = Cluster::start(3, &[]);
+
+    let (mut a, b, _) = pair_across(c.addr(0), &[], c.addr(1), &[]);
+    // A local pair on n1 keeps chatting through all of this.
+    let (mut x, mut y) = pair(c.addr(0));
+    // `w` waits on n2 long enough to be in the cluster queue.
+    let mut w = chat(c.addr(1));
+    w.send_text(&find_msg(&["lonely"]));
+    w.expect_json(WAITING);
+    std::thread::sleep(Duration::from_millis(500));
+
+    c.nodes[1].signal(libc::SIGKILL);
+    let took = partner_left_within(&mut a, FAILURE_BOUND);
+    eprintln!("partner on the killed node: partner_left after {took:?}");
+    drop(b);
+    drop(w);
+    exchange(&mut x, &mut y, 20, "local");
+
+    // The dead node's queue entry is never matched: a newcomer sharing its interest waits.
+    let mut z = chat(c.addr(2));
+    z.send_text(&find_msg(&["lonely"]));
+    z.expect_json(WAITING);
+    z.expect_quiet(Duration::from_millis(1000));
+    // The survivors still pair across nodes.
+    a.send_text(&find_msg(&["lonely"]));
+    a.expect_json(WAITING);
+    assert_eq!(a.expect_paired(), vec!["lonely".to_string()]);
+    assert_eq!(z.expect_paired(), vec!["lonely".to_string()]);
+    exchange(&mut a, &mut z, 20, "survivors");
+    assert!(
+        metric(&c.nodes[0], "roulette_cluster_nodes_down_total").unwrap_or(0.0) >= 1.0,
+        "n1 counted the dead node"
+    );
+    wait_metric(
+        &c.nodes[0],
+        "roulette_cluster_nodes",
+        2.0,
+        Duration::from_secs(3),
+    );
+}
+
+#[test]
+fn a_redis_outage_ends_cross_node_chats_keeps_local_ones_and_pairing_resumes_after() {
+    let _g = serial();
+    let _w = watchdog(120);
+    let mut c = Cluster::start(3, &[]);
+
+    let (mut a, mut b, _) = pair_across(c.addr(0), &[], c.addr(1), &[]);
+    let (mut x, mut y) = pair(c.addr(0));
+
+    c.redis.stop();
+    let ta = partner_left_within(&mut a, FAILURE_BOUND);
+    let tb = partner_left_within(&mut b, FAILURE_BOUND);
+    eprintln!("Redis stopped: partner_left after {ta:?} (n1) and {tb:?} (n2)");
+    for n in &c.nodes {
+        wait_metric(n, "roulette_cluster_redis_up", 0.0, Duration::from_secs(3));
+    }
+    // Local chats go on, and local pairing still works during the outage.
+    exchange(&mut x, &mut y, 50, "during outage");
+    let (mut p, mut q) = pair(c.addr(1));
+    exchange(&mut p, &mut q, 20, "new local pair");
+    // Users alone on their node wait.
+    a.send_text(&find_msg(&[]));
+    a.expect_json(WAITING);
+    let mut d = chat(c.addr(2));
+    d.send_text(&find_msg(&[]));
+    d.expect_json(WAITING);
+    a.expect_quiet(Duration::from_millis(500));
+    // The outage was logged once per node, not once per retry.
+    std::thread::sleep(Duration::from_secs(2));
+    for (i, n) in c.nodes.iter().enumerate() {
+        let log = n.log_text();
+        let lines = log.matches("cluster: lost the Redis link").count()
+            + log.matches("cluster: relay subscription lost").count()
+            + log.matches("cluster: Redis unreachable").count();
+        assert_eq!(
+            lines,
+            1,
+            "node n{} logged the outage {lines} times:\n{log}",
+            i + 1
+        );
+    }
+
+    // Redis comes back (empty): every node reconnects and the two waiting users meet.
+    let t0 = Instant::now();
+    c.redis.launch();
+    for i in 0..3 {
+        c.wait_connected(i, 2);
+    }
+    assert_eq!(
+        a.expect_paired_within(Duration::from_secs(10)),
+        Vec::<String>::new()
+    );
+    assert_eq!(d.expect_paired(), Vec::<String>::new());
+    eprintln!(
+        "Redis restarted: waiting users on n1 and n3 paired after {:?}",
+        t0.elapsed()
+    );
+    exchange(&mut a, &mut d, 100, "after outage");
+    // And new cross-node pairs form as before.
+    let (mut e, mut f, _) = pair_across(c.addr(1), &["z"], c.addr(2), &["z"]);
+    exchange(&mut e, &mut f, 20, "new");
+    for n in &c.nodes {
+        assert_eq!(metric(n, "roulette_cluster_redis_up"), Some(1.0));
+        assert!(metric(n, "roulette_cluster_redis_link_losses_total").unwrap_or(0.0) >= 1.0);
+    }
+    drop(b);
+}
+
+#[test]
+fn hello_counts_the_clients_of_every_node() {
+    let _g = serial();
+    let _w = watchdog(60);
+    let c = Cluster::start(3, &[]);
+    let _held: Vec<Client> = vec![chat(c.addr(0)), chat(c.addr(0)), chat(c.addr(1))];
+    // Heartbeats carry each node's count every second; a newcomer on n3 counts itself too.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut probe = ws_connect(c.addr(2), "/ws");
+        let online = probe.hello();
+        if online == 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hello never counted the other nodes' clients (last: {online})"
+        );
+        drop(probe);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_metric(
+        &c.nodes[0],
+        "roulette_cluster_nodes",
+        3.0,
+        Duration::from_secs(3),
+    );
+}
+
+#[test]
+fn a_node_whose_redis_is_down_at_start_serves_alone_and_says_so_once() {
+    let _g = serial();
+    let _w = watchdog(60);
+    // A port nobody listens on.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let url = format!("redis://127.0.0.1:{port}");
+    let mut node = Server::start(&["--cluster", &url, "--rate-limit-per-sec", "0"]);
+    let (mut a, mut b) = pair(node.addr);
+    exchange(&mut a, &mut b, 20, "alone");
+    std::thread::sleep(Duration::from_secs(3));
+    let log = node.log_text();
+    assert_eq!(
+        log.matches("cluster: Redis unreachable").count(),
+        1,
+        "the outage is logged once:\n{log}"
+    );
+    assert_eq!(metric(&node, "roulette_cluster_redis_up"), Some(0.0));
+    assert!(metric(&node, "roulette_cluster_redis_connects_total").unwrap_or(0.0) >= 3.0);
+    node.assert_running();
+
+    // A bad URL is refused at start with a clear message.
+    let out = Command::new(env!("CARGO_BIN_EXE_roulette"))
+        .args(["--cluster", "http://127.0.0.1:6379"])
+        .env("ROULETTE_LISTEN", "127.0.0.1:0")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a redis:// URL"), "{err}");
+}
