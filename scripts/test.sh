@@ -16,6 +16,7 @@ command -v promtool >/dev/null || need_apt+=(prometheus)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v node >/dev/null || need_apt+=(nodejs npm)
 python3 -c 'import venv' 2>/dev/null || need_apt+=(python3-venv)
+command -v redis-server >/dev/null || need_apt+=(redis-server redis-tools)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
