@@ -286,12 +286,18 @@ impl<K: Copy + Eq + Hash + Ord + std::fmt::Debug> Matchmaker<K> {
             self.dequeue(k);
             self.users.entry(k).or_insert_with(User::new);
         }
-        for (me, partner) in [(a, b), (b, a)] {
-            let old_avoid = self.users.get_mut(&me).and_then(|u| {
+        // Both are paired before any avoid relation is cleared: clearing one may forget an
+        // idle user, and the other side may be exactly that user (this node did not hear
+        // that the relation had already ended elsewhere).
+        let mut old = [None, None];
+        for ((me, partner), slot) in [(a, b), (b, a)].into_iter().zip(old.iter_mut()) {
+            *slot = self.users.get_mut(&me).and_then(|u| {
                 u.state = State::Paired { partner, epoch };
                 u.avoid.take()
             });
-            if let Some(other) = old_avoid {
+        }
+        for (me, other) in [a, b].into_iter().zip(old) {
+            if let Some(other) = other {
                 self.clear_avoid_of(other, me);
             }
         }
@@ -512,6 +518,49 @@ impl<K: Copy + Eq + Hash + Ord + std::fmt::Debug> Matchmaker<K> {
 mod tests {
     use super::*;
     use std::collections::BTreeSet;
+
+    #[test]
+    fn external_pairs_follow_the_same_rules() {
+        let t0 = Instant::now();
+        let mut mm: Matchmaker<u32> = Matchmaker::new(WAIT);
+        // 1 waits here with an interest; it is taken out to queue it elsewhere.
+        assert!(mm.find(1, 7, vec!["x".into()], t0).is_none());
+        assert_eq!(mm.waiting_users(), vec![1]);
+        let w = mm.take_waiting(1).expect("was waiting");
+        assert_eq!(w.ticket, 7);
+        assert!(!w.open);
+        assert_eq!(w.open_at, Some(t0 + WAIT));
+        assert_eq!(mm.waiting_count(), 0);
+        assert_eq!(mm.last_interests(1), ["x".to_string()]);
+        assert!(mm.take_waiting(1).is_none());
+        // Elsewhere it pairs with 100, a user this matchmaker never saw.
+        mm.pair_external(1, 100, 5);
+        assert_eq!(
+            mm.status(1),
+            Status::Paired {
+                partner: 100,
+                epoch: 5
+            }
+        );
+        assert_eq!(mm.paired_count(), 2);
+        // `next` ends it with the no-re-pair rule, as for a local pair.
+        assert!(mm.next(1, 8, t0).is_none());
+        assert_eq!(mm.paired_count(), 0);
+        // 100 and 1 pair again elsewhere (someone else paired in between, unknown here):
+        // nothing may be forgotten half-way.
+        mm.take_waiting(1).expect("queued by next");
+        mm.pair_external(1, 100, 6);
+        assert_eq!(
+            mm.status(100),
+            Status::Paired {
+                partner: 1,
+                epoch: 6
+            }
+        );
+        mm.remove(1);
+        assert_eq!(mm.status(100), Status::Idle);
+        assert_eq!(mm.known_users(), 0, "nothing left behind");
+    }
 
     const WAIT: Duration = Duration::from_secs(5);
 
