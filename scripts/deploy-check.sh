@@ -21,7 +21,9 @@
 #               upgrade, and a draining node (503) leaving the rotation
 #   Prometheus  promtool check config / check rules / test rules
 #   dashboard   JSON structure, datasources, PromQL syntax (via promtool), and every
-#               metric name in dashboard and rules exists in a live scrape
+#               metric name in dashboard and rules exists in a live scrape (the union of
+#               a single node's and a cluster node's on a loopback redis-server; the
+#               cluster node must report roulette_cluster_redis_up 1)
 #   install.sh  bash -n, shellcheck (if present), DESTDIR install + re-run + dry run
 #
 # Usage: scripts/deploy-check.sh   (ROULETTE_BIN=path/to/roulette, default
@@ -886,23 +888,69 @@ run_ok "promtool test rules prometheus-rules.test.yml" promtool test rules "$DEP
 
 # ------------------------------------------------------------------------------------
 section "Grafana dashboard"
+# Metric names are checked against the union of two live scrapes: a single node, and a
+# cluster node (--cluster) on a throw-away loopback Redis, which adds roulette_cluster_*.
+: >"$WORK/scrape-single.txt"; : >"$WORK/scrape-cluster.txt"
 if start_server SCRAPE; then
-  curl -sf "http://$SCRAPE_METRICS/metrics" >"$WORK/scrape.txt" || fail "scrape /metrics"
+  curl -sf "http://$SCRAPE_METRICS/metrics" >"$WORK/scrape-single.txt" || fail "scrape /metrics (single node)"
   kill -TERM "$SCRAPE_PID"; wait_exit "$SCRAPE_PID" 15
 else fail "start server for the scrape"; fi
-echo "      live scrape: $(grep -vc '^#' "$WORK/scrape.txt") samples, $(grep -c '^# TYPE' "$WORK/scrape.txt") families"
-run_ok "dashboard structure, datasources and metric names; rule metric names" $PY - "$DEPLOY" "$WORK/scrape.txt" "$WORK/exprs.yml" <<'PYEOF'
+if grep -q '^roulette_cluster_' "$WORK/scrape-single.txt"; then
+  fail "a single node (no --cluster) exports roulette_cluster_* metrics"
+fi
+echo "      single node: $(grep -vc '^#' "$WORK/scrape-single.txt") samples, $(grep -c '^# TYPE' "$WORK/scrape-single.txt") families, no roulette_cluster_*"
+# Plain redis-server: loopback, free port, no password, persistence off, its dir in $WORK.
+CRPORT=$(free_port)
+CRDIR="$WORK/cluster-redis"; mkdir -p "$CRDIR"
+redis-server --bind 127.0.0.1 --port "$CRPORT" --save '' --appendonly no --dir "$CRDIR" \
+  --daemonize no --logfile '' >"$CRDIR/redis.log" 2>&1 &
+CRSRV_PID=$!; PIDS+=("$CRSRV_PID")
+for _ in $(seq 100); do
+  [ "$(redis-cli -h 127.0.0.1 -p "$CRPORT" PING 2>/dev/null)" = PONG ] && break
+  kill -0 "$CRSRV_PID" 2>/dev/null || break; sleep 0.05
+done
+if [ "$(redis-cli -h 127.0.0.1 -p "$CRPORT" PING 2>/dev/null)" != PONG ]; then
+  indent <"$CRDIR/redis.log"; fail "redis-server for the cluster node did not start"
+elif start_server CLUSTER --cluster "redis://127.0.0.1:$CRPORT" --node-name deploy-check; then
+  for _ in $(seq 200); do
+    grep -q 'cluster: connected to Redis' "$CLUSTER_LOG" && break
+    kill -0 "$CLUSTER_PID" 2>/dev/null || break; sleep 0.05
+  done
+  # The link is up once the log says so; the gauge follows at once.
+  up=
+  for _ in $(seq 50); do
+    curl -sf "http://$CLUSTER_METRICS/metrics" >"$WORK/scrape-cluster.txt" || break
+    up=$(sed -n 's/^roulette_cluster_redis_up \([0-9]*\)$/\1/p' "$WORK/scrape-cluster.txt")
+    [ "$up" = 1 ] && break; sleep 0.1
+  done
+  echo "      cluster node: $(grep -o 'cluster: connected to Redis.*' "$CLUSTER_LOG" | head -1)"
+  echo "      cluster node: $(grep -vc '^#' "$WORK/scrape-cluster.txt") samples, $(grep -c '^# TYPE' "$WORK/scrape-cluster.txt") families ($(grep -c '^# TYPE roulette_cluster_' "$WORK/scrape-cluster.txt") roulette_cluster_*); $(grep -E '^roulette_cluster_(redis_up|nodes) ' "$WORK/scrape-cluster.txt" | paste -sd';' | sed 's/;/; /g')"
+  if [ "$up" = 1 ] && grep -q 'path="cross_node"' "$WORK/scrape-cluster.txt"; then
+    pass "cluster node (--cluster redis://127.0.0.1:$CRPORT) reports roulette_cluster_redis_up 1 and path=\"cross_node\" relays"
+  else
+    indent <"$CLUSTER_LOG"; fail "cluster node: roulette_cluster_redis_up '${up}', want 1 (and path=\"cross_node\")"
+  fi
+  kill -TERM "$CLUSTER_PID"; wait_exit "$CLUSTER_PID" 15
+  [ "$WAIT_STATUS" = 0 ] || fail "cluster node exited $WAIT_STATUS on SIGTERM"
+else fail "start a cluster node for the scrape"; fi
+redis-cli -h 127.0.0.1 -p "$CRPORT" SHUTDOWN NOSAVE >/dev/null 2>&1; wait_exit "$CRSRV_PID" 10
+cat "$WORK/scrape-single.txt" "$WORK/scrape-cluster.txt" >"$WORK/scrape.txt"
+run_ok "dashboard structure, datasources and metric names; rule metric names (single + cluster node scrapes)" \
+  $PY - "$DEPLOY" "$WORK/scrape.txt" "$WORK/exprs.yml" "$WORK/scrape-single.txt" <<'PYEOF'
 import json, re, sys, yaml
-deploy, scrape, exprs_out = sys.argv[1:4]
-live = set()
-for line in open(scrape):
-    if line.startswith("# TYPE "):
-        name, kind = line.split()[2:4]
-        live.add(name)
-        if kind == "histogram":
-            live |= {name + "_bucket", name + "_sum", name + "_count"}
-    elif line.strip() and not line.startswith("#"):
-        live.add(re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line).group(0))
+deploy, scrape, exprs_out, scrape_single = sys.argv[1:5]
+def scraped(path):
+    names = set()
+    for line in open(path):
+        if line.startswith("# TYPE "):
+            name, kind = line.split()[2:4]
+            names.add(name)
+            if kind == "histogram":
+                names |= {name + "_bucket", name + "_sum", name + "_count"}
+        elif line.strip() and not line.startswith("#"):
+            names.add(re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line).group(0))
+    return names
+live, single = scraped(scrape), scraped(scrape_single)
 future = set()
 for h in ("roulette_match_wait_seconds", "roulette_loop_iteration_seconds"):
     future |= {h + "_bucket", h + "_sum", h + "_count"}
@@ -971,7 +1019,12 @@ for a in d.get("annotations", {}).get("list", []):
         exprs.append((f"annotation {a['name']!r}", a["expr"]))
 wanted = ["online clients", "websocket connections", "pairings", "waiting", "time to match",
           "relayed", "bytes in", "close", "rate-limited", "slow-consumer", "loop iteration p99",
-          "rss per connection", "file descriptors", "cpu"]
+          "rss per connection", "file descriptors", "cpu",
+          # the Cluster row
+          "redis link up", "live nodes", "cluster-wide online clients", "redis round-trip p50 / p99",
+          "cross-node records", "chats ended by failures", "redis errors"]
+if not any(p["type"] == "row" and p["title"] == "Cluster" for p in d["panels"]):
+    errors.append("no 'Cluster' row")
 titles = " | ".join(p["title"].lower() for p in d["panels"])
 for w in wanted:
     if w not in titles:
@@ -1000,6 +1053,9 @@ yaml.safe_dump({"groups": [{"name": "dashboard", "rules": [
 print(f"schemaVersion {sv}; variables: {', '.join(tvars)}; {n_panels} panels, {n_targets} targets, "
       f"{len(exprs)} expressions, {len(used)} metric names "
       f"({len(used & future)} from the upcoming histograms: {', '.join(sorted(used & future)) or '-'})")
+rule_names = {n for g in rules["groups"] for r in g["rules"] for n in metric_names(r["expr"])}
+cluster_only = sorted(n for n in (used | rule_names) & live if n not in single)
+print(f"{len(cluster_only)} names in dashboard/rules only a cluster node exports: {', '.join(cluster_only) or '-'}")
 missing_live = sorted(n for n in used if n not in live)
 if missing_live:
     print("not in this build's scrape yet (allowed):", ", ".join(missing_live))
