@@ -543,6 +543,11 @@ impl Bridge {
             .arg("rl:nodes")
             .query(&mut l.con)
             .map_err(|e| e.to_string())?;
+        self.stats
+            .roundtrip_seconds
+            .observe(t0.elapsed().as_secs_f64());
+        ClusterStats::add(&self.stats.roundtrips, 1);
+        let t0 = Instant::now();
         let keys: Vec<String> = members.iter().map(|m| format!("rl:node:{m}")).collect();
         let counts: Vec<Option<u64>> = if keys.is_empty() {
             Vec::new()
@@ -552,10 +557,12 @@ impl Bridge {
                 .query(&mut l.con)
                 .map_err(|e| e.to_string())?
         };
-        self.stats
-            .roundtrip_seconds
-            .observe(t0.elapsed().as_secs_f64());
-        ClusterStats::add(&self.stats.roundtrips, 2);
+        if !keys.is_empty() {
+            self.stats
+                .roundtrip_seconds
+                .observe(t0.elapsed().as_secs_f64());
+            ClusterStats::add(&self.stats.roundtrips, 1);
+        }
         let mut total = local;
         let mut live = HashSet::new();
         let mut dead = Vec::new();
