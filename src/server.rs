@@ -201,6 +201,7 @@ pub fn run(config: Config) -> i32 {
             stats,
             shared: shared.clone(),
             self_name,
+            previous_id: None,
         };
         threads.push(
             std::thread::Builder::new()

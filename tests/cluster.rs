@@ -105,6 +105,47 @@ impl Redis {
         s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
     }
 
+    /// One command over RESP; returns the raw reply (enough for tests).
+    fn command(&self, args: &[&str]) -> String {
+        use std::io::{Read, Write};
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).expect("write to redis");
+        let mut out = Vec::new();
+        let mut buf = [0u8; 65536];
+        // Read until the reply stops coming (replies here are small).
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Close every Redis connection of node `name` (as a network blip would).
+    fn kill_clients_of(&self, name: &str) -> usize {
+        let list = self.command(&["CLIENT", "LIST"]);
+        let ids: Vec<String> = list
+            .lines()
+            .filter(|l| l.contains(&format!("name=roulette-{name}~")))
+            .filter_map(|l| {
+                l.split(' ')
+                    .find_map(|f| f.strip_prefix("id="))
+                    .map(str::to_string)
+            })
+            .collect();
+        for id in &ids {
+            self.command(&["CLIENT", "KILL", "ID", id]);
+        }
+        ids.len()
+    }
+
     /// Kill Redis (its data dies with it: nothing is persisted).
     fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -474,6 +515,32 @@ fn a_redis_outage_ends_cross_node_chats_keeps_local_ones_and_pairing_resumes_aft
         assert!(metric(n, "roulette_cluster_redis_link_losses_total").unwrap_or(0.0) >= 1.0);
     }
     drop(b);
+}
+
+#[test]
+fn a_node_that_loses_its_link_ends_its_chats_and_comes_back_as_a_new_incarnation() {
+    let _g = serial();
+    let _w = watchdog(60);
+    let c = Cluster::start(3, &[]);
+    let (mut a, mut b, _) = pair_across(c.addr(0), &[], c.addr(1), &[]);
+    let (mut x, mut y) = pair(c.addr(0));
+    // Both of n1's connections (commands and subscription) are named after it.
+    assert_eq!(
+        c.redis.kill_clients_of("n1"),
+        2,
+        "n1 has a command and a pub/sub connection"
+    );
+    let ta = partner_left_within(&mut a, FAILURE_BOUND);
+    let tb = partner_left_within(&mut b, FAILURE_BOUND);
+    eprintln!("n1's link cut: partner_left after {ta:?} on n1 and {tb:?} on n2");
+    // n1 retires its old incarnation when it reconnects, so n2 need not wait for the
+    // heartbeat to expire (5 s).
+    assert!(tb < Duration::from_secs(4), "n2 learned only after {tb:?}");
+    c.wait_connected(0, 2);
+    assert!(c.nodes[0].log_contains("cluster: retired our previous incarnation"));
+    exchange(&mut x, &mut y, 20, "local");
+    let (mut e, mut f, _) = pair_across(c.addr(0), &["q"], c.addr(2), &["q"]);
+    exchange(&mut e, &mut f, 20, "after the blip");
 }
 
 #[test]

@@ -45,6 +45,8 @@ pub struct Bridge {
     pub shared: Arc<Shared>,
     /// The current incarnation's id, shared with the subscriber (to recognise its own ticks).
     pub self_name: Arc<Mutex<String>>,
+    /// The incarnation of the last link, retired when the next one connects.
+    pub previous_id: Option<String>,
 }
 
 struct Shas {
@@ -253,6 +255,11 @@ impl Bridge {
             purge: load(&mut con, PURGE_LUA)?,
         };
         let id = format!("{}~{:08x}", self.name, super::random_u64() as u32);
+        // Named, so an operator's CLIENT LIST shows which node each connection belongs to.
+        let _: redis::RedisResult<()> = redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(format!("roulette-{id}-cmd"))
+            .query(&mut con);
         if let Ok(mut n) = self.self_name.lock() {
             n.clone_from(&id);
         }
@@ -285,7 +292,23 @@ impl Bridge {
             live: HashSet::new(),
             next_beat: Instant::now(),
         };
+        // Our previous incarnation (before an outage) is over: say so now, so the other nodes
+        // end their pairs with it at their next scan instead of when its heartbeat expires.
+        if let Some(prev) = self.previous_id.take() {
+            let r: redis::RedisResult<u64> = redis::cmd("EVALSHA")
+                .arg(&link.shas.purge)
+                .arg(0)
+                .arg(&prev)
+                .query(&mut link.con);
+            let _: redis::RedisResult<()> = redis::cmd("DEL")
+                .arg(format!("rl:node:{prev}"))
+                .query(&mut link.con);
+            if let Ok(n) = r {
+                info!("cluster: retired our previous incarnation {prev} ({n} queue entries)");
+            }
+        }
         self.heartbeat(&mut link)?;
+        self.previous_id = Some(link.id.clone());
         Ok(link)
     }
 

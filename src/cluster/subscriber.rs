@@ -89,6 +89,12 @@ impl Subscriber {
                 return Next::Idle;
             }
         };
+        if let Some(id) = channel.strip_prefix("rl:n:") {
+            let _: redis::RedisResult<()> = redis::cmd("CLIENT")
+                .arg("SETNAME")
+                .arg(format!("roulette-{id}-sub"))
+                .query(&mut con);
+        }
         let mut ps = con.as_pubsub();
         if let Err(e) = ps.subscribe(channel) {
             self.lost(channel, e.to_string());
