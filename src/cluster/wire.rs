@@ -51,10 +51,20 @@ const MAGIC: &[u8; 3] = b"RL1";
 pub fn begin(out: &mut Vec<u8>, sender: &str, seq: u64) {
     out.clear();
     out.extend_from_slice(MAGIC);
-    let name = &sender.as_bytes()[..sender.len().min(255)];
+    let name = clip(sender).as_bytes();
     out.push(name.len() as u8);
     out.extend_from_slice(name);
     out.extend_from_slice(&seq.to_be_bytes());
+}
+
+/// At most 255 bytes of `s`, cut at a character boundary (node names and tags are far
+/// shorter; this only keeps an over-long one from making the payload invalid UTF-8).
+fn clip(s: &str) -> &str {
+    let mut end = s.len().min(255);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or("")
 }
 
 fn put_conn(out: &mut Vec<u8>, c: WireConn) {
@@ -80,7 +90,7 @@ pub fn push(out: &mut Vec<u8>, rec: &Record<'_>) {
             out.extend_from_slice(&epoch.to_be_bytes());
             let tags: Vec<&[u8]> = common
                 .iter()
-                .map(|t| &t.as_bytes()[..t.len().min(255)])
+                .map(|t| clip(t).as_bytes())
                 .take(255)
                 .collect();
             out.push(tags.len() as u8);
@@ -131,7 +141,7 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
     fn u8(&mut self) -> Result<u8, WireError> {
-        Ok(self.take(1)?[0])
+        self.take(1)?.first().copied().ok_or(WireError::Truncated)
     }
     fn array<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
         let mut a = [0u8; N];
@@ -296,6 +306,29 @@ mod tests {
             }
         }
         assert!(decode(&out).is_ok());
+    }
+
+    #[test]
+    fn over_long_names_and_tags_are_cut_at_a_character_boundary() {
+        let long = format!("{}é", "a".repeat(254));
+        let mut out = Vec::new();
+        begin(&mut out, &long, 1);
+        push(
+            &mut out,
+            &Record::Paired {
+                to: c(0, 1, 1),
+                ticket: 1,
+                partner: c(0, 2, 2),
+                epoch: 3,
+                common: vec![&long],
+            },
+        );
+        let b = decode(&out).expect("still valid UTF-8");
+        assert_eq!(b.sender, "a".repeat(254));
+        match &b.records[..] {
+            [Record::Paired { common, .. }] => assert_eq!(common, &vec!["a".repeat(254).as_str()]),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
