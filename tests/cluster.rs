@@ -562,6 +562,34 @@ fn a_node_that_loses_its_link_ends_its_chats_and_comes_back_as_a_new_incarnation
 }
 
 #[test]
+fn a_draining_node_takes_its_users_out_of_the_cluster_queue_and_ends_its_chats() {
+    let _g = serial();
+    let _w = watchdog(60);
+    let mut c = Cluster::start(2, &["--grace-period", "5"]);
+    let (mut a, mut b, _) = pair_across(c.addr(0), &[], c.addr(1), &[]);
+    // `w` waits on n1, in the cluster queue by now.
+    let mut w = chat(c.addr(0));
+    w.send_text(&find_msg(&["t"]));
+    w.expect_json(WAITING);
+    std::thread::sleep(Duration::from_millis(400));
+    c.nodes[0].signal(libc::SIGTERM);
+    // n1's clients are closed with 1001 and their partners elsewhere told.
+    a.expect_close(1001);
+    w.expect_close(1001);
+    b.expect_json(PARTNER_LEFT);
+    // Nobody on another node is paired with the departing `w`.
+    let mut z = chat(c.addr(1));
+    z.send_text(&find_msg(&["t"]));
+    z.expect_json(WAITING);
+    z.expect_quiet(Duration::from_millis(800));
+    let status = c.nodes[0].wait_exit(Duration::from_secs(8));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "n1 exits 0 after draining: {status:?}"
+    );
+}
+
+#[test]
 fn hello_counts_the_clients_of_every_node() {
     let _g = serial();
     let _w = watchdog(60);
