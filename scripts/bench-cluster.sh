@@ -12,6 +12,9 @@
 # cluster / single. CPU is the servers' own (/proc utime+stime of every node, and of Redis
 # for the cluster) over the loadtest run, per message received.
 #
+# Exits non-zero if a run failed the load generator's checks or a cluster pair did not cross
+# nodes (scripts/test.sh runs it briefly for that).
+#
 # Usage: scripts/bench-cluster.sh              (2000 connections, 15 s, RATE 20000, x3)
 #        REPEAT=1 CONNS=400 DURATION=5 scripts/bench-cluster.sh   (quick)
 # Environment: CONNS DURATION RATE REPEAT SINGLE_SHARDS (2) CLUSTER_SHARDS (1) OUT
@@ -106,11 +109,13 @@ for rep in $(seq 1 "$REPEAT"); do
   done
 done
 
-python3 - "$OUT" "$(getconf CLK_TCK)" >"$OUT/summary.md" <<'EOF'
+status=0
+python3 - "$OUT" "$(getconf CLK_TCK)" >"$OUT/summary.md" <<'EOF' || status=$?
 import json, os, statistics, sys
 out, hz = sys.argv[1], int(sys.argv[2])
 rows = {}
 bad = []
+problems = []
 for f in sorted(os.listdir(out)):
     if not f.endswith(".json"):
         continue
@@ -118,6 +123,8 @@ for f in sorted(os.listdir(out)):
     d = json.load(open(os.path.join(out, f)))
     if not d.get("ok"):
         bad.append(f)
+    if setup == "cluster" and (d.get("pairs") is None or d.get("pairs_cross_url") != d.get("pairs")):
+        problems.append(f"{f}: {d.get('pairs_cross_url')} of {d.get('pairs')} pairs across nodes")
     m = d["messages"]
     got = m.get("received") or 0
     ticks = int(open(os.path.join(out, f[:-5] + ".cputicks")).read())
@@ -145,6 +152,10 @@ for (load, k), by in rows.items():
     print(f"| {load} | {k} | {fmt(s)} | {fmt(c)} | {ratio} |")
 print()
 print(f"medians of {runs} runs each; failed runs: {bad if bad else 'none'}")
+for p in problems:
+    print(f"not every cluster pair crossed nodes: {p}")
+sys.exit(1 if bad or problems else 0)
 EOF
 cat "$OUT/summary.md"
 log "results in $OUT"
+exit "$status"

@@ -86,6 +86,9 @@ kill -TERM "$SRV_PID"; wait "$SRV_PID"
 log "load generator scenarios (brief, zero errors and zero lost messages)"
 bash scripts/loadtest-smoke.sh
 
+log "cross-node relay through a real Redis (loadtest --pair-tags over two cluster nodes, brief)"
+REPEAT=1 CONNS=400 DURATION=3 RATE=2000 SKIP_BUILD=1 OUT=$(mktemp -d) bash scripts/bench-cluster.sh
+
 log "deployment files through their own checkers"
 ROULETTE_BIN=$BIN bash scripts/deploy-check.sh
 
