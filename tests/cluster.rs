@@ -384,6 +384,9 @@ fn cluster_matching_keeps_every_rule_of_the_protocol() {
     a.send_text(r#"{"type":"next"}"#);
     a.expect_json(WAITING);
     b.expect_json(PARTNER_LEFT);
+    // Queue order across nodes is the order in which users reach the cluster queue (each
+    // after its node's hold): leave no doubt that `a` is first.
+    std::thread::sleep(Duration::from_millis(400));
     b.send_text(r#"{"type":"next"}"#);
     b.expect_json(WAITING);
     a.expect_quiet(Duration::from_millis(1500));

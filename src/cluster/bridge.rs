@@ -69,6 +69,8 @@ struct Link {
     /// Other incarnations whose heartbeat was seen at the last scan.
     live: HashSet<String>,
     next_beat: Instant,
+    /// Heartbeats written by this incarnation.
+    beats: u64,
 }
 
 /// What to do with the reply of one pipelined command.
@@ -291,6 +293,7 @@ impl Bridge {
             seq_out: HashMap::new(),
             live: HashSet::new(),
             next_beat: Instant::now(),
+            beats: 0,
         };
         // Our previous incarnation (before an outage) is over: say so now, so the other nodes
         // end their pairs with it at their next scan instead of when its heartbeat expires.
@@ -550,12 +553,13 @@ impl Bridge {
         wire::begin(&mut tick, &l.id, 0);
         wire::push(&mut tick, &Record::Tick);
         let t0 = Instant::now();
-        let (_, _, _, members): ((), (), (), Vec<String>) = redis::pipe()
+        let (previous, _, _, members): (Option<String>, (), (), Vec<String>) = redis::pipe()
             .cmd("SET")
             .arg(format!("rl:node:{}", l.id))
             .arg(local)
             .arg("PX")
             .arg(TTL.as_millis() as u64)
+            .arg("GET")
             .cmd("SADD")
             .arg("rl:nodes")
             .arg(&l.id)
@@ -570,6 +574,13 @@ impl Bridge {
             .roundtrip_seconds
             .observe(t0.elapsed().as_secs_f64());
         ClusterStats::add(&self.stats.roundtrips, 1);
+        if previous.is_none() && l.beats > 0 {
+            // Our heartbeat expired (Redis stalled, or restarted and came back within a
+            // beat): the other nodes may have ended our pairs and purged our queue entries.
+            // Start over as a new incarnation rather than guess what survived.
+            return Err("our heartbeat had expired".into());
+        }
+        l.beats += 1;
         let t0 = Instant::now();
         let keys: Vec<String> = members.iter().map(|m| format!("rl:node:{m}")).collect();
         let counts: Vec<Option<u64>> = if keys.is_empty() {
