@@ -164,7 +164,7 @@ impl Config {
             return Err("--abuse-drops must be at most 200000".into());
         }
         if let Some(url) = &self.cluster {
-            if !(url.starts_with("redis://") || url.starts_with("unix://")) {
+            if !url.starts_with("redis://") {
                 return Err(format!(
                     "--cluster: `{url}` is not a redis:// URL (e.g. redis://10.0.0.5:6379)"
                 ));
