@@ -1,4 +1,4 @@
-//! 2,000 chat clients over two shards, no rate limit: everyone finds a stranger, each sends
+//! 2,000 chat clients over two shards (and again over three cluster nodes), no rate limit: everyone finds a stranger, each sends
 //! 200 numbered messages at once, and every client must receive exactly its partner's
 //! sequence 0..199 in order and nothing from anyone else (PROTOCOL.md "Delivery"). Then one
 //! side of each pair ends the chat (leave, close handshake, or a dropped TCP connection) and
@@ -56,6 +56,8 @@ struct Sc {
     partner: Option<usize>,
     got: u32,
     open: bool,
+    /// Pair by a tag shared with client `id ^ 1` (which a test puts on another node).
+    tagged: bool,
 }
 
 fn connect(addr: SocketAddr, id: usize, start: Instant) -> Result<(TcpStream, Vec<u8>), String> {
@@ -98,6 +100,10 @@ impl Sc {
         )
     }
 
+    fn tag(&self) -> String {
+        format!("p{}", self.id / 2)
+    }
+
     fn queue_text(&mut self, text: &str) {
         self.out.extend(ctext(text));
     }
@@ -112,12 +118,22 @@ impl Sc {
             serde_json::from_str(text).map_err(|e| self.err(format!("bad JSON {text:?}: {e}")))?;
         match (self.st, v["type"].as_str().unwrap_or("")) {
             (St::Hello, "hello") => {
-                self.queue_text(r#"{"type":"find"}"#);
+                if self.tagged {
+                    let find = format!(r#"{{"type":"find","interests":["{}"]}}"#, self.tag());
+                    self.queue_text(&find);
+                } else {
+                    self.queue_text(r#"{"type":"find"}"#);
+                }
                 self.st = St::Finding;
             }
             (St::Finding, "waiting") if !self.saw_waiting => self.saw_waiting = true,
             (St::Finding, "paired") => {
-                if v["common"] != serde_json::json!([]) {
+                let want = if self.tagged {
+                    serde_json::json!([self.tag()])
+                } else {
+                    serde_json::json!([])
+                };
+                if v["common"] != want {
                     return Err(self.err(format!("paired with {v}")));
                 }
                 self.st = St::Chatting;
@@ -250,7 +266,8 @@ impl Sc {
 }
 
 fn drive(
-    addr: SocketAddr,
+    addrs: Arc<Vec<SocketAddr>>,
+    tagged: bool,
     ids: Vec<usize>,
     partners: Arc<Vec<AtomicUsize>>,
     start: Instant,
@@ -258,6 +275,8 @@ fn drive(
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
     let mut clients = Vec::with_capacity(ids.len());
     for (k, id) in ids.into_iter().enumerate() {
+        // Client `id` connects to node `id % nodes`: with several nodes, most pairs cross.
+        let addr = addrs[id % addrs.len()];
         let (mut sock, rest) = connect(addr, id, start)?;
         poll.registry()
             .register(&mut sock, Token(k), Interest::READABLE | Interest::WRITABLE)
@@ -274,6 +293,7 @@ fn drive(
             partner: None,
             got: 0,
             open: true,
+            tagged,
         });
     }
     let mut events = Events::with_capacity(1024);
@@ -319,6 +339,33 @@ fn drive(
 fn two_thousand_clients_each_get_exactly_their_partners_messages() {
     let _w = watchdog(90);
     let mut server = Server::start(&["--shards", "2", "--rate-limit-per-sec", "0"]);
+    run_stress(vec![server.addr], false);
+    server.assert_running();
+}
+
+/// The same over three cluster nodes sharing one Redis (client i on node i mod 3): pairing
+/// is atomic across nodes and relays cross nodes exactly once and in order. First with
+/// clients 2k and 2k+1 sharing a tag (so every pair crosses nodes), then as strangers (most
+/// pair on their own node; whoever finds nobody there joins the cluster queue at once).
+#[test]
+fn two_thousand_clients_over_three_cluster_nodes_each_get_exactly_their_partners_messages() {
+    let _w = watchdog(120);
+    let mut c = Cluster::start(3, &["--cluster-hold", "0", "--interest-wait", "60"]);
+    for tagged in [true, false] {
+        run_stress(c.nodes.iter().map(|n| n.addr).collect(), tagged);
+    }
+    for n in c.nodes.iter_mut() {
+        n.assert_running();
+    }
+    // Redis is left with no queue entry, interest set or avoid relation.
+    let keys = c.redis.command(&["KEYS", "rl:*"]);
+    for stale in ["rl:e:", "rl:t:", "rl:open", "rl:avoid:"] {
+        assert!(!keys.contains(stale), "left in Redis: {keys:?}");
+    }
+}
+
+fn run_stress(addrs: Vec<SocketAddr>, tagged: bool) {
+    let addrs = Arc::new(addrs);
     let partners: Arc<Vec<AtomicUsize>> =
         Arc::new((0..CLIENTS).map(|_| AtomicUsize::new(0)).collect());
     let start = Instant::now();
@@ -326,8 +373,8 @@ fn two_thousand_clients_each_get_exactly_their_partners_messages() {
         .map(|t| {
             let ids: Vec<usize> = (0..CLIENTS).filter(|i| i % THREADS == t).collect();
             let partners = partners.clone();
-            let addr = server.addr;
-            std::thread::spawn(move || drive(addr, ids, partners, start))
+            let addrs = addrs.clone();
+            std::thread::spawn(move || drive(addrs, tagged, ids, partners, start))
         })
         .collect();
     let mut all = Vec::new();
@@ -340,9 +387,13 @@ fn two_thousand_clients_each_get_exactly_their_partners_messages() {
         }
     }
     let took = start.elapsed();
-    eprintln!("{CLIENTS} clients × {MSGS} messages: {took:?}");
+    eprintln!(
+        "{CLIENTS} clients × {MSGS} messages over {} node(s): {took:?}",
+        addrs.len()
+    );
     assert!(errors.is_empty(), "{}", errors.join("\n"));
     // Pairs are symmetric: a's partner is b exactly when b's partner is a.
+    let mut crossing = 0;
     for (id, p) in partners.iter().enumerate() {
         let p = p.load(Ordering::SeqCst);
         assert!(p > 0, "client {id} never learned its partner");
@@ -354,6 +405,24 @@ fn two_thousand_clients_each_get_exactly_their_partners_messages() {
             p - 1,
             back.wrapping_sub(1)
         );
+        if id % addrs.len() != (p - 1) % addrs.len() {
+            crossing += 1;
+        }
+    }
+    if addrs.len() > 1 {
+        eprintln!("{} of {} pairs crossed nodes", crossing / 2, CLIENTS / 2);
+    }
+    if tagged {
+        for (id, p) in partners.iter().enumerate() {
+            assert_eq!(
+                p.load(Ordering::SeqCst),
+                (id ^ 1) + 1,
+                "client {id}'s partner"
+            );
+        }
+        if addrs.len() > 1 {
+            assert_eq!(crossing / 2, CLIENTS / 2, "every tagged pair crosses nodes");
+        }
     }
     // Nobody still connected gets anything more (nothing leaks after partner_left or leave).
     // A short observation window: this checks that something does not happen.
@@ -371,6 +440,5 @@ fn two_thousand_clients_each_get_exactly_their_partners_messages() {
         }
         assert!(c.inbuf.is_empty(), "client {} has unparsed bytes", c.id);
     }
-    server.assert_running();
     assert!(took < Duration::from_secs(60), "took {took:?}");
 }
