@@ -29,24 +29,20 @@ pub struct ClusterSide {
     pub hold: Duration,
 }
 
-/// A user in the cluster queue, as this node remembers it.
-struct Published {
-    ticket: u32,
-    interests: Vec<String>,
-}
-
 struct Cluster {
     bridge: Sender<ClusterMsg>,
     hold: Duration,
     up: bool,
     /// Users waiting here for a local partner before they are published, oldest first.
     holding: VecDeque<(Instant, ConnId, u32)>,
-    published: HashMap<ConnId, Published>,
+    /// Users in the cluster queue, with the ticket they were queued under. Their interests
+    /// stay in the matchmaker (`last_interests`), which forgets nothing about a queued user.
+    published: HashMap<ConnId, u32>,
     /// When published users' interest waits pass.
     open_timers: BTreeMap<(Instant, ConnId), u32>,
     /// After the link is lost, published users may still be claimed by other nodes until our
     /// heartbeat expires; only then do they come back to this node's queue.
-    quarantine: HashMap<ConnId, Published>,
+    quarantine: HashMap<ConnId, u32>,
     quarantine_until: Option<Instant>,
 }
 
@@ -79,7 +75,6 @@ impl Cluster {
         let Some(w) = mm.take_waiting(user) else {
             return;
         };
-        let interests = mm.last_interests(user).to_vec();
         log::debug!(
             "matchmaker: {user:?} joins the cluster queue (ticket {})",
             w.ticket
@@ -87,19 +82,13 @@ impl Cluster {
         let _ = self.bridge.send(ClusterMsg::Enqueue {
             user,
             ticket: w.ticket,
-            interests: interests.clone(),
+            interests: mm.last_interests(user).to_vec(),
             open: w.open,
         });
         if let Some(at) = w.open_at {
             self.open_timers.insert((at, user), w.ticket);
         }
-        self.published.insert(
-            user,
-            Published {
-                ticket: w.ticket,
-                interests,
-            },
-        );
+        self.published.insert(user, w.ticket);
     }
 }
 
@@ -187,14 +176,12 @@ pub fn run(
                     common,
                 } => {
                     if let Some(c) = cl.as_mut() {
-                        let current = c.published.get(&user).is_some_and(|p| p.ticket == ticket);
+                        let current = c.published.get(&user) == Some(&ticket);
                         if current {
                             c.published.remove(&user);
                         }
                         if !partner.is_remote()
-                            && c.published
-                                .get(&partner)
-                                .is_some_and(|p| p.ticket == partner_ticket)
+                            && c.published.get(&partner) == Some(&partner_ticket)
                         {
                             c.published.remove(&partner);
                         }
@@ -219,7 +206,7 @@ pub fn run(
                     epoch,
                 } => {
                     if let Some(c) = cl.as_mut() {
-                        if c.published.get(&user).is_some_and(|p| p.ticket == ticket) {
+                        if c.published.get(&user) == Some(&ticket) {
                             c.published.remove(&user);
                             mm.pair_external(user, partner, epoch);
                         }
@@ -297,8 +284,7 @@ fn on_link(
     } else {
         c.holding.clear();
         c.open_timers.clear();
-        let gone: Vec<(ConnId, Published)> = c.published.drain().collect();
-        c.quarantine.extend(gone);
+        c.quarantine.extend(c.published.drain());
         if !c.quarantine.is_empty() {
             c.quarantine_until = Some(now + TTL + HEARTBEAT);
         }
@@ -312,13 +298,14 @@ fn release_quarantine(
     mm: &mut Matchmaker<ConnId>,
     now: Instant,
 ) -> Vec<Pairing<ConnId>> {
-    let mut back: Vec<(ConnId, Published)> = c.quarantine.drain().collect();
-    // Oldest requests first (tickets only grow per user; this is a fair approximation).
-    back.sort_by_key(|(u, _)| *u);
+    let mut back: Vec<(ConnId, u32)> = c.quarantine.drain().collect();
+    // In a fixed order (by connection), not the hash map's.
+    back.sort_unstable();
     let mut made = Vec::new();
-    for (user, p) in back {
+    for (user, ticket) in back {
         if matches!(mm.status(user), Status::Idle) {
-            made.extend(mm.find(user, p.ticket, p.interests, now));
+            let interests = mm.last_interests(user).to_vec();
+            made.extend(mm.find(user, ticket, interests, now));
         }
     }
     made
@@ -344,7 +331,7 @@ fn cluster_timers(
             break;
         }
         c.open_timers.remove(&(at, user));
-        if c.published.get(&user).is_some_and(|p| p.ticket == ticket) {
+        if c.published.get(&user) == Some(&ticket) {
             let _ = c.bridge.send(ClusterMsg::OpenUp { user, ticket });
         }
     }

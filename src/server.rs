@@ -173,7 +173,6 @@ pub fn run(config: Config) -> i32 {
         let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded();
         let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
         let table = Arc::new(std::sync::Mutex::new(crate::cluster::NodeTable::new()));
-        let self_name = Arc::new(std::sync::Mutex::new(String::new()));
         let sub = crate::cluster::subscriber::Subscriber {
             client: client.clone(),
             ctl: ctl_rx,
@@ -181,7 +180,6 @@ pub fn run(config: Config) -> i32 {
             shards: handles.clone(),
             table: table.clone(),
             stats: stats.clone(),
-            self_name: self_name.clone(),
         };
         threads.push(
             std::thread::Builder::new()
@@ -200,7 +198,6 @@ pub fn run(config: Config) -> i32 {
             table,
             stats,
             shared: shared.clone(),
-            self_name,
             previous_id: None,
         };
         threads.push(

@@ -43,8 +43,6 @@ pub struct Bridge {
     pub table: Arc<Mutex<NodeTable>>,
     pub stats: Arc<ClusterStats>,
     pub shared: Arc<Shared>,
-    /// The current incarnation's id, shared with the subscriber (to recognise its own ticks).
-    pub self_name: Arc<Mutex<String>>,
     /// The incarnation of the last link, retired when the next one connects.
     pub previous_id: Option<String>,
 }
@@ -62,12 +60,9 @@ struct Link {
     /// `name~random`: a node that restarts, or reconnects after an outage, is a new
     /// incarnation, so nothing addressed to the old one can reach the new one.
     id: String,
-    channel_prefix: &'static str,
     shas: Shas,
     /// Next batch number per destination incarnation.
     seq_out: HashMap<String, u64>,
-    /// Other incarnations whose heartbeat was seen at the last scan.
-    live: HashSet<String>,
     next_beat: Instant,
     /// Heartbeats written by this incarnation.
     beats: u64,
@@ -181,7 +176,7 @@ impl Bridge {
         match ev {
             SubEvent::Lost { channel, why } => {
                 if let Some(l) = link {
-                    if channel == channel_name(l.channel_prefix, &l.id) {
+                    if channel == channel_name(&l.id) {
                         ClusterStats::add(&self.stats.errors, 1);
                         warn!("cluster: relay subscription lost ({why}); ending cross-node chats, pairing on this node only");
                         *link = None;
@@ -203,7 +198,7 @@ impl Bridge {
                         wire::begin(&mut payload, &l.id, seq);
                         wire::push(&mut payload, &Record::Reset);
                         let r: redis::RedisResult<()> = redis::cmd("PUBLISH")
-                            .arg(channel_name(l.channel_prefix, &name))
+                            .arg(channel_name(&name))
                             .arg(payload)
                             .query(&mut l.con);
                         if r.is_err() {
@@ -262,11 +257,8 @@ impl Bridge {
             .arg("SETNAME")
             .arg(format!("roulette-{id}-cmd"))
             .query(&mut con);
-        if let Ok(mut n) = self.self_name.lock() {
-            n.clone_from(&id);
-        }
         // Listen before anyone can learn our id, so nothing sent to us is missed.
-        let channel = channel_name("rl:n:", &id);
+        let channel = channel_name(&id);
         self.sub_ctl
             .send(SubCtl::Subscribe {
                 channel: channel.clone(),
@@ -288,10 +280,8 @@ impl Bridge {
         let mut link = Link {
             con,
             id,
-            channel_prefix: "rl:n:",
             shas,
             seq_out: HashMap::new(),
-            live: HashSet::new(),
             next_beat: Instant::now(),
             beats: 0,
         };
@@ -331,7 +321,7 @@ impl Bridge {
             for (node, payload) in payloads.drain(..) {
                 if let Some(name) = table.name(node) {
                     pipe.cmd("PUBLISH")
-                        .arg(channel_name(l.channel_prefix, name))
+                        .arg(channel_name(name))
                         .arg(payload)
                         .ignore();
                     publishes += 1;
@@ -564,7 +554,7 @@ impl Bridge {
             .arg("rl:nodes")
             .arg(&l.id)
             .cmd("PUBLISH")
-            .arg(channel_name(l.channel_prefix, &l.id))
+            .arg(channel_name(&l.id))
             .arg(tick)
             .cmd("SMEMBERS")
             .arg("rl:nodes")
@@ -648,14 +638,17 @@ impl Bridge {
                 let _ = h.send_blocking(ShardMsg::NodeDown { node });
             }
         }
-        l.live = live;
         Ok(())
     }
 }
 
-fn channel_name(prefix: &str, id: &str) -> String {
-    format!("{prefix}{id}")
+/// The pub/sub channel of node incarnation `id`.
+pub fn channel_name(id: &str) -> String {
+    format!("{CHANNEL_PREFIX}{id}")
 }
+
+/// Channel names are this plus the incarnation id.
+pub const CHANNEL_PREFIX: &str = "rl:n:";
 
 fn next_seq(seqs: &mut HashMap<String, u64>, dest: &str) -> u64 {
     let s = seqs.entry(dest.to_string()).or_insert(0);

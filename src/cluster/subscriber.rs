@@ -2,6 +2,7 @@
 //! shard of its connection, in arrival order. It proves the link carries everything: batches
 //! from each sender are numbered, and the bridge publishes a tick to this channel every
 //! second, so a gap or a silent link is noticed and reported instead of losing messages.
+use super::bridge::CHANNEL_PREFIX;
 use super::wire::{self, Record};
 use super::{ClusterStats, NodeTable};
 use crate::xshard::{ConnId, ShardHandle, ShardMsg};
@@ -47,7 +48,6 @@ pub struct Subscriber {
     pub shards: Vec<ShardHandle>,
     pub table: Arc<Mutex<NodeTable>>,
     pub stats: Arc<ClusterStats>,
-    pub self_name: Arc<Mutex<String>>,
 }
 
 impl Subscriber {
@@ -89,12 +89,12 @@ impl Subscriber {
                 return Next::Idle;
             }
         };
-        if let Some(id) = channel.strip_prefix("rl:n:") {
-            let _: redis::RedisResult<()> = redis::cmd("CLIENT")
-                .arg("SETNAME")
-                .arg(format!("roulette-{id}-sub"))
-                .query(&mut con);
-        }
+        // Our own incarnation id: the channel is named after it.
+        let own_id = channel.strip_prefix(CHANNEL_PREFIX).unwrap_or(channel);
+        let _: redis::RedisResult<()> = redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(format!("roulette-{own_id}-sub"))
+            .query(&mut con);
         let mut ps = con.as_pubsub();
         if let Err(e) = ps.subscribe(channel) {
             self.lost(channel, e.to_string());
@@ -120,7 +120,7 @@ impl Subscriber {
             match ps.get_message() {
                 Ok(msg) => {
                     last_heard = Instant::now();
-                    self.on_payload(msg.get_payload_bytes(), &mut expected);
+                    self.on_payload(msg.get_payload_bytes(), own_id, &mut expected);
                 }
                 Err(e) if e.is_timeout() => {
                     if last_heard.elapsed() > SILENCE {
@@ -136,7 +136,7 @@ impl Subscriber {
         }
     }
 
-    fn on_payload(&self, payload: &[u8], expected: &mut HashMap<String, u64>) {
+    fn on_payload(&self, payload: &[u8], own_id: &str, expected: &mut HashMap<String, u64>) {
         ClusterStats::add(&self.stats.payloads_in, 1);
         let batch = match wire::decode(payload) {
             Ok(b) => b,
@@ -147,12 +147,7 @@ impl Subscriber {
                 return;
             }
         };
-        let is_self = self
-            .self_name
-            .lock()
-            .map(|n| *n == batch.sender)
-            .unwrap_or(false);
-        if is_self {
+        if batch.sender == own_id {
             // Our own tick: proves the channel delivers; nothing to route.
             return;
         }
