@@ -219,6 +219,18 @@ impl Outbox {
         }
     }
 
+    /// Queue `msg` for the thread that reaches `to`: its shard's inbox, or the Redis bridge
+    /// when `to` lives on another node. (A message for this shard is handled on the spot by
+    /// the caller, not queued.)
+    pub fn push_to(&mut self, to: ConnId, msg: ShardMsg) {
+        if to.is_remote() {
+            self.to_cluster
+                .push_back(crate::cluster::ClusterMsg::Deliver(msg));
+        } else if let Some(q) = self.to_shards.get_mut(usize::from(to.shard)) {
+            q.push_back(msg);
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.to_matcher.is_empty()
             && self.to_cluster.is_empty()

@@ -330,13 +330,13 @@ impl Bridge {
         };
         for msg in batch.drain(..) {
             let (to, rec) = match &msg {
-                ClusterMsg::Paired {
+                ClusterMsg::Deliver(ShardMsg::Paired {
                     to,
                     ticket,
                     partner,
                     epoch,
                     common,
-                } => (
+                }) => (
                     *to,
                     Record::Paired {
                         to: wire_conn(*to),
@@ -346,7 +346,7 @@ impl Bridge {
                         common: common.iter().map(String::as_str).collect(),
                     },
                 ),
-                ClusterMsg::Relay { to, epoch, frame } => (
+                ClusterMsg::Deliver(ShardMsg::Relay { to, epoch, frame }) => (
                     *to,
                     Record::Relay {
                         to: wire_conn(*to),
@@ -354,7 +354,7 @@ impl Bridge {
                         frame,
                     },
                 ),
-                ClusterMsg::PartnerLeft { to, epoch, avoid } => (
+                ClusterMsg::Deliver(ShardMsg::PartnerLeft { to, epoch, avoid }) => (
                     *to,
                     Record::PartnerLeft {
                         to: wire_conn(*to),
@@ -362,6 +362,8 @@ impl Bridge {
                         avoid: *avoid,
                     },
                 ),
+                // Nothing else is addressed to a connection on another node.
+                ClusterMsg::Deliver(_) => continue,
                 other => {
                     // Commands keep their place relative to the records around them.
                     flush(&mut pipe, &mut payloads);

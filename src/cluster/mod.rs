@@ -15,29 +15,15 @@ pub mod subscriber;
 pub mod wire;
 
 use crate::shard::stats::{AtomicHistogram, MATCH_WAIT_BUCKETS};
-use crate::xshard::ConnId;
+use crate::xshard::{ConnId, ShardMsg};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Work for the Redis bridge.
-#[derive(Debug)]
 pub enum ClusterMsg {
-    /// For `to` on another node: it is now chatting with our `partner`.
-    Paired {
-        to: ConnId,
-        ticket: u32,
-        partner: ConnId,
-        epoch: u64,
-        common: Vec<String>,
-    },
-    /// An encoded server frame for `to` on another node.
-    Relay {
-        to: ConnId,
-        epoch: u64,
-        frame: Box<[u8]>,
-    },
-    /// `to`'s partner (ours) left.
-    PartnerLeft { to: ConnId, epoch: u64, avoid: bool },
+    /// A `Paired`, `Relay` or `PartnerLeft` for its `to`, which lives on another node (the
+    /// same messages shards exchange; the bridge publishes them to that node).
+    Deliver(ShardMsg),
     /// Our `a` ended its chat with `b` by `next`/`find`: no re-pair for now.
     Avoid { a: ConnId, b: ConnId },
     /// Our `user` paired with someone else here, or disconnected: its avoid relation ends.

@@ -744,15 +744,17 @@ impl Shard {
         self.send_partner_left(partner, epoch, avoid);
     }
 
+    /// Is `to` a connection of this shard?
+    fn is_here(&self, to: ConnId) -> bool {
+        !to.is_remote() && to.shard == self.id
+    }
+
     fn send_partner_left(&mut self, to: ConnId, epoch: u64, avoid: bool) {
-        if to.is_remote() {
-            self.outbox
-                .to_cluster
-                .push_back(ClusterMsg::PartnerLeft { to, epoch, avoid });
-        } else if to.shard == self.id {
+        if self.is_here(to) {
             self.on_partner_left(to, epoch, avoid);
-        } else if let Some(q) = self.outbox.to_shards.get_mut(usize::from(to.shard)) {
-            q.push_back(ShardMsg::PartnerLeft { to, epoch, avoid });
+        } else {
+            self.outbox
+                .push_to(to, ShardMsg::PartnerLeft { to, epoch, avoid });
         }
     }
 
@@ -877,24 +879,19 @@ impl Shard {
             self.become_paired(slot, p.b, p.epoch, &p.common);
         }
         let (b, a, epoch) = (p.b, p.a, p.epoch);
-        if b.is_remote() {
-            self.outbox.to_cluster.push_back(ClusterMsg::Paired {
-                to: b,
-                ticket: p.b_ticket,
-                partner: a,
-                epoch,
-                common: p.common.clone(),
-            });
-        } else if b.shard == self.id {
+        if self.is_here(b) {
             self.on_paired(b, p.b_ticket, a, epoch, &p.common);
-        } else if let Some(q) = self.outbox.to_shards.get_mut(usize::from(b.shard)) {
-            q.push_back(ShardMsg::Paired {
-                to: b,
-                ticket: p.b_ticket,
-                partner: a,
-                epoch,
-                common: p.common,
-            });
+        } else {
+            self.outbox.push_to(
+                b,
+                ShardMsg::Paired {
+                    to: b,
+                    ticket: p.b_ticket,
+                    partner: a,
+                    epoch,
+                    common: p.common,
+                },
+            );
         }
         if live.is_none() {
             // `a` is gone or asked for something else meanwhile: `b` gets partner_left.
@@ -930,7 +927,7 @@ impl Shard {
     }
 
     /// Send a server message to this connection's partner: encoded once, then either queued
-    /// directly (same shard) or boxed for the partner's shard.
+    /// directly (same shard) or boxed for the partner's shard or node.
     fn relay(&mut self, slot: usize, write: impl FnOnce(&mut Vec<u8>)) {
         let Some(conn) = self.conns.get(slot) else {
             return;
@@ -940,26 +937,28 @@ impl Shard {
         write(&mut self.json);
         self.frame.clear();
         ws::write_frame(&mut self.frame, OpCode::Text, &self.json);
-        if partner.is_remote() {
-            self.outbox.to_cluster.push_back(ClusterMsg::Relay {
-                to: partner,
-                epoch,
-                frame: self.frame.as_slice().into(),
-            });
-            ShardStats::inc(&self.stats().relayed_cluster);
-        } else if partner.shard == self.id {
+        if self.is_here(partner) {
             if let Some(pslot) = self.paired_slot(partner, epoch) {
                 self.queue_built_frame(pslot);
                 ShardStats::inc(&self.stats().relayed_local);
                 ShardStats::inc(&self.stats().messages_out);
             }
-        } else if let Some(q) = self.outbox.to_shards.get_mut(usize::from(partner.shard)) {
-            q.push_back(ShardMsg::Relay {
-                to: partner,
-                epoch,
-                frame: self.frame.as_slice().into(),
-            });
-            ShardStats::inc(&self.stats().relayed_cross);
+        } else {
+            let frame = self.frame.as_slice().into();
+            self.outbox.push_to(
+                partner,
+                ShardMsg::Relay {
+                    to: partner,
+                    epoch,
+                    frame,
+                },
+            );
+            let path = if partner.is_remote() {
+                &self.stats().relayed_cluster
+            } else {
+                &self.stats().relayed_cross
+            };
+            ShardStats::inc(path);
         }
     }
 
