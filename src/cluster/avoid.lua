@@ -5,17 +5,11 @@ local a = ARGV[2]
 if ARGV[1] == 'set' then
   local b = ARGV[3]
   -- A new relation replaces old ones on both sides.
-  for _, x in ipairs({a, b}) do
-    local o = redis.call('GET', 'rl:avoid:' .. x)
-    if o and redis.call('GET', 'rl:avoid:' .. o) == x then redis.call('DEL', 'rl:avoid:' .. o) end
-  end
+  end_avoid(a)
+  end_avoid(b)
   redis.call('SET', 'rl:avoid:' .. a, b, 'EX', 3600)
   redis.call('SET', 'rl:avoid:' .. b, a, 'EX', 3600)
 else
-  local o = redis.call('GET', 'rl:avoid:' .. a)
-  if o then
-    redis.call('DEL', 'rl:avoid:' .. a)
-    if redis.call('GET', 'rl:avoid:' .. o) == a then redis.call('DEL', 'rl:avoid:' .. o) end
-  end
+  end_avoid(a)
 end
 return 1

@@ -10,23 +10,13 @@ local open = ARGV[5] == '1'
 local tags = cjson.decode(ARGV[6])
 local keepseq = nil
 
-local function drop(e)
-  local h = redis.call('HMGET', 'rl:e:' .. e, 'tags', 'node')
-  if h[1] then
-    for _, t in ipairs(cjson.decode(h[1])) do redis.call('ZREM', 'rl:t:' .. t, e) end
-  end
-  if h[2] then redis.call('SREM', 'rl:ne:' .. h[2], e) end
-  redis.call('ZREM', 'rl:open', e)
-  redis.call('DEL', 'rl:e:' .. e)
-end
-
 if mode == 'o' then
   local h = redis.call('HMGET', 'rl:e:' .. uid, 'ticket', 'seq', 'tags')
   if h[1] ~= ticket then return {'gone'} end
   keepseq = tonumber(h[2])
   tags = cjson.decode(h[3])
   open = true
-  drop(uid)
+  drop_entry(uid)
 end
 
 local avoid = redis.call('GET', 'rl:avoid:' .. uid)
@@ -49,7 +39,7 @@ local function first(key)
     if not n then
       redis.call('ZREM', key, e)
     elseif not alive(n) then
-      drop(e)
+      drop_entry(e)
     elseif e == uid or e == avoid then
       i = i + 1
     else
@@ -74,15 +64,10 @@ if best then
     if mine[t] then common[#common + 1] = t end
   end
   table.sort(common)
-  drop(best)
+  drop_entry(best)
   -- Both now pair with someone else: any "don't re-pair" relation of either ends.
-  for _, x in ipairs({uid, best}) do
-    local o = redis.call('GET', 'rl:avoid:' .. x)
-    if o then
-      redis.call('DEL', 'rl:avoid:' .. x)
-      if redis.call('GET', 'rl:avoid:' .. o) == x then redis.call('DEL', 'rl:avoid:' .. o) end
-    end
-  end
+  end_avoid(uid)
+  end_avoid(best)
   local epoch = redis.call('INCR', 'rl:epoch')
   local cj = '[]'
   if #common > 0 then cj = cjson.encode(common) end

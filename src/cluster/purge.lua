@@ -3,12 +3,7 @@
 local node = ARGV[1]
 local n = 0
 for _, e in ipairs(redis.call('SMEMBERS', 'rl:ne:' .. node)) do
-  local h = redis.call('HGET', 'rl:e:' .. e, 'tags')
-  if h then
-    for _, t in ipairs(cjson.decode(h)) do redis.call('ZREM', 'rl:t:' .. t, e) end
-  end
-  redis.call('ZREM', 'rl:open', e)
-  redis.call('DEL', 'rl:e:' .. e)
+  drop_entry(e)
   n = n + 1
 end
 redis.call('DEL', 'rl:ne:' .. node)
