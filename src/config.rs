@@ -19,7 +19,7 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "roulette",
-    version,
+    version = crate::VERSION_LINE,
     about = "Anonymous one-to-one WebSocket chat server (talk to a random stranger).",
     long_about = "Anonymous one-to-one WebSocket chat server (talk to a random stranger).\n\n\
         Chat protocol on GET /ws, the web client on GET /, health on GET /healthz, Prometheus \
@@ -28,6 +28,9 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
         seconds and accept fractions. Logging: RUST_LOG (default info)."
 )]
 pub struct Config {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address of the public listener (HTTP + WebSocket). Port 0 picks a free port; the
     /// address actually bound is logged as "roulette listening on ADDR".
     #[arg(long, env = "ROULETTE_LISTEN", default_value = "0.0.0.0:8080")]
@@ -131,6 +134,21 @@ pub struct Config {
     /// before joining the cluster-wide queue (0 = join at once). Local pairs need no Redis.
     #[arg(long, env = "ROULETTE_CLUSTER_HOLD", default_value = "0.1", value_parser = parse_seconds)]
     pub cluster_hold: Duration,
+}
+
+/// Commands other than running the server.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Probe a running server's GET /healthz and exit 0 when it answers 200, 1 otherwise (for
+    /// container runtimes that need a command; orchestrators probe HTTP /healthz directly).
+    Healthcheck {
+        /// Address to probe. Default: the port of --listen / ROULETTE_LISTEN on loopback.
+        #[arg(long)]
+        addr: Option<SocketAddr>,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value = "2", value_parser = parse_seconds)]
+        timeout: Duration,
+    },
 }
 
 impl Config {

@@ -20,7 +20,20 @@ pub mod logging;
 pub mod matchhost;
 pub mod metrics;
 pub mod notify;
+pub mod probe;
 pub mod server;
 pub mod shard;
 pub mod ws;
 pub mod xshard;
+
+/// The release version (Cargo.toml).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The git revision this binary was built from (`unknown` outside a checkout).
+pub const REVISION: &str = env!("ROULETTE_REVISION");
+/// What `--version` prints after the program name.
+pub const VERSION_LINE: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("ROULETTE_REVISION"),
+    ")"
+);

@@ -1,9 +1,19 @@
 use clap::Parser;
-use roulette::config::Config;
+use roulette::config::{Command, Config};
 
 fn main() {
-    roulette::logging::init();
     let config = Config::parse();
+    if let Some(Command::Healthcheck { addr, timeout }) = config.command {
+        let addr = addr.unwrap_or_else(|| roulette::probe::probe_addr(config.listen));
+        match roulette::probe::healthcheck(addr, timeout) {
+            Ok(()) => std::process::exit(0),
+            Err(e) => {
+                eprintln!("roulette healthcheck: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    roulette::logging::init();
     if let Err(e) = config.validate() {
         eprintln!("roulette: {e}");
         std::process::exit(2);

@@ -75,8 +75,14 @@ pub fn render(shared: &Shared) -> String {
     let mut out = String::with_capacity(16 * 1024);
     let o = &mut out;
 
-    family(o, "roulette_build_info", "gauge", "Build information.")
-        .sample(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION")), 1);
+    family(o, "roulette_build_info", "gauge", "Build information.").sample(
+        &format!(
+            "version=\"{}\",revision=\"{}\"",
+            crate::VERSION,
+            crate::REVISION
+        ),
+        1,
+    );
     let m = &shared.matcher;
     let scalars: [(&'static str, &str, &str, u64); 12] = [
         (

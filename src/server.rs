@@ -294,7 +294,9 @@ pub fn run(config: Config) -> i32 {
     };
     info!("metrics listening on {maddr}");
     info!(
-        "roulette listening on {addr} ({n} shard{}, echo {})",
+        "roulette listening on {addr} (version {}, revision {}, {n} shard{}, echo {})",
+        crate::VERSION,
+        crate::REVISION,
         if n == 1 { "" } else { "s" },
         if shared.config.enable_echo {
             "on"

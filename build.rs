@@ -1,0 +1,34 @@
+//! Records the git revision the binary is built from, for `--version`, the startup log line
+//! and `roulette_build_info`. A build outside a git checkout (a source tarball) takes it from
+//! `ROULETTE_REVISION`, or says `unknown`.
+use std::process::Command;
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=ROULETTE_REVISION");
+    let from_env = std::env::var("ROULETTE_REVISION")
+        .ok()
+        .filter(|r| !r.trim().is_empty());
+    let revision = from_env.unwrap_or_else(|| {
+        // Rebuild when HEAD moves: a commit, a checkout, a fetch that updates packed refs.
+        if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
+            let dir = std::path::Path::new(&dir);
+            let mut watch = vec![dir.join("HEAD"), dir.join("packed-refs")];
+            if let Some(head_ref) = git(&["symbolic-ref", "-q", "HEAD"]) {
+                watch.push(dir.join(head_ref));
+            }
+            for path in watch.iter().filter(|p| p.exists()) {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
+        }
+        git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".to_string())
+    });
+    println!("cargo:rustc-env=ROULETTE_REVISION={revision}");
+}
+
+fn git(args: &[&str]) -> Option<String> {
+    let out = Command::new("git").args(args).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    Some(String::from_utf8(out.stdout).ok()?.trim().to_string())
+}
