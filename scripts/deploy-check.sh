@@ -322,7 +322,7 @@ sed 's/^ProtectSystem=/ProtectSytem=/' "$UNIT" >"$WORK/unit/typo.service"
 out=$(systemd-analyze verify --man=no "$WORK/unit/typo.service" 2>&1)
 if [ -n "$out" ]; then pass "verify reports a misspelt key (control): $(printf '%s' "$out" | head -1)"; else
   fail "verify stayed silent on ProtectSytem= (control)"; fi
-# Settings the brief and ECOSYSTEM-NOTES require.
+# Settings a production unit needs (sandboxing, limits, lifecycle).
 for kv in Type=notify NotifyAccess=main WatchdogSec=10s Restart=on-failure LimitNOFILE=1048576 \
   DynamicUser=yes EnvironmentFile=-/etc/roulette/roulette.env ExecStart=/usr/local/bin/roulette; do
   grep -qx "$kv" "$DEPLOY/roulette.service" || fail "unit lacks $kv"

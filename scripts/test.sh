@@ -7,7 +7,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-SHARED=${ROULETTE_SHARED:-$ROOT/../shared}
 log() { printf '\n== %s ==\n' "$*"; }
 
 log "prerequisites"
@@ -15,7 +14,7 @@ need_apt=()
 command -v promtool >/dev/null || need_apt+=(prometheus)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v node >/dev/null || need_apt+=(nodejs npm)
-python3 -c 'import venv' 2>/dev/null || need_apt+=(python3-venv)
+python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v redis-server >/dev/null || need_apt+=(redis-server redis-tools)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
@@ -25,7 +24,15 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     echo "missing: ${need_apt[*]} (run as root or install them)" >&2; exit 1
   fi
 fi
-python3 -c 'import prometheus_client' 2>/dev/null || python3 -m pip install -q --disable-pip-version-check prometheus-client==0.26.0
+# Python tools go into a venv of their own, never into the system interpreter (PEP 668).
+VENV=$ROOT/target/venv-test
+if ! "$VENV/bin/python" -c 'import prometheus_client' 2>/dev/null; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check prometheus-client==0.26.0
+fi
+
+log "the repository stands alone"
+bash scripts/check-self-contained.sh
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
@@ -60,13 +67,13 @@ start_server() { # args...; sets SRV_PID, SRV_ADDR, SRV_METRICS
 log "autobahn conformance (cases 1-10 on /echo)"
 start_server --enable-echo --shards 2
 export AUTOBAHN_OUT; AUTOBAHN_OUT=$(mktemp -d)/autobahn
-AUTOBAHN_PARALLEL=${AUTOBAHN_PARALLEL:-4} "$SHARED/autobahn/run.sh" "ws://$SRV_ADDR/echo" | tail -25
-python3 scripts/autobahn-check.py "$AUTOBAHN_OUT" tests/autobahn/expected.json
+AUTOBAHN_PARALLEL=${AUTOBAHN_PARALLEL:-4} tests/autobahn/run.sh "ws://$SRV_ADDR/echo" | tail -25
+python3 tests/autobahn/check.py "$AUTOBAHN_OUT" tests/autobahn/expected.json
 
 log "metrics exposition (promtool + prometheus_client parser)"
 curl -sf "http://$SRV_METRICS/metrics" > /tmp/roulette-metrics.txt
 promtool check metrics < /tmp/roulette-metrics.txt
-python3 - /tmp/roulette-metrics.txt <<'PY'
+"$VENV/bin/python" - /tmp/roulette-metrics.txt <<'PY'
 import sys
 from prometheus_client.parser import text_string_to_metric_families
 fams = list(text_string_to_metric_families(open(sys.argv[1]).read()))

@@ -1,5 +1,5 @@
 //! Every limit of the server in one place, parsed once from flags and `ROULETTE_*` variables.
-//! Defaults and names follow ../shared/PROTOCOL.md ("Limits and bad input").
+//! Every flag is listed in docs/PROTOCOL.md ("Limits and bad input", "Flags").
 use clap::Parser;
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -47,7 +47,7 @@ impl Shared {
 }
 
 /// Inbox size per shard: big enough to absorb bursts; when full, senders keep messages in
-/// their outbox and retry (DESIGN-NOTES §5), so memory stays bounded and nobody blocks.
+/// their outbox and retry, so memory stays bounded and nobody blocks.
 const SHARD_INBOX: usize = 1 << 16;
 const MATCHER_INBOX: usize = 1 << 16;
 const CLUSTER_INBOX: usize = 1 << 16;

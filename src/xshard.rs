@@ -1,7 +1,7 @@
 //! Messages between threads: the acceptor, the shards, the matchmaker and (in a cluster) the
 //! Redis bridge. The only module that touches crossbeam channels and `mio::Waker`.
 //!
-//! Ordering rule (DESIGN-NOTES §5): a crossbeam channel is FIFO per sender, so everything one
+//! Ordering rule: a crossbeam channel is FIFO per sender, so everything one
 //! shard sends to another for a pair (the forwarded `Paired`, then `Relay`s, then
 //! `PartnerLeft`) arrives in the order it was sent. That is why the matchmaker tells only one
 //! side of a new pair (`PairMade`), and that side's shard forwards `Paired` to the other.

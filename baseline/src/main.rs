@@ -1,5 +1,5 @@
 //! BASELINE — not the roulette server. The ordinary way a Rust developer would write the
-//! roulette chat protocol (../shared/PROTOCOL.md, `/ws` and `/echo`): tokio's multi-thread
+//! roulette chat protocol (docs/PROTOCOL.md, `/ws` and `/echo`): tokio's multi-thread
 //! runtime, tokio-tungstenite, one task per connection plus one writer task fed by an
 //! unbounded mpsc channel, and all chat state behind one `Mutex`. It exists only as the
 //! peer in `scripts/bench-compare.sh`.

@@ -1,4 +1,4 @@
-//! Protocol v1 messages (../shared/PROTOCOL.md): parsing and validation of client messages,
+//! Protocol v1 messages (docs/PROTOCOL.md): parsing and validation of client messages,
 //! JSON encoding of server messages.
 //!
 //! Parsing is one pass of serde_json over the message with hand-written, lenient visitors:

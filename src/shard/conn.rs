@@ -4,7 +4,7 @@ use crate::ws::Decoder;
 use crate::xshard::ConnId;
 use mio::net::TcpStream;
 
-/// Where a connection is in its life (DESIGN-NOTES §2).
+/// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     /// Reading the HTTP request head.

@@ -229,23 +229,16 @@ impl Shard {
             }
             self.drain_inbox();
             self.process_doomed();
+            // Other threads first, sockets second: a client that reads `waiting` knows its
+            // request is already in the matchmaker's queue, ahead of anything another client
+            // sends after that.
+            if self.flush_outbox().is_err() {
+                return 1;
+            }
             self.flush_dirty();
             self.process_doomed();
-            if !self.outbox.is_empty() {
-                match self
-                    .outbox
-                    .flush(&self.peers, &self.matcher, self.cluster.as_ref())
-                {
-                    Ok(_) => {
-                        if !self.outbox.is_empty() {
-                            ShardStats::inc(&self.stats().outbox_full);
-                        }
-                    }
-                    Err(_) => {
-                        error!("shard {}: another thread is gone", self.id);
-                        return 1;
-                    }
-                }
+            if self.flush_outbox().is_err() {
+                return 1;
             }
             if self.elapsed(self.last_sweep) >= SWEEP_MS {
                 self.last_sweep = self.now;
@@ -256,6 +249,28 @@ impl Shard {
             self.stats()
                 .loop_time
                 .observe(turn_start.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Send what the turn queued for other threads. `Err` when one of them died (fatal).
+    fn flush_outbox(&mut self) -> Result<(), ()> {
+        if self.outbox.is_empty() {
+            return Ok(());
+        }
+        match self
+            .outbox
+            .flush(&self.peers, &self.matcher, self.cluster.as_ref())
+        {
+            Ok(_) => {
+                if !self.outbox.is_empty() {
+                    ShardStats::inc(&self.stats().outbox_full);
+                }
+                Ok(())
+            }
+            Err(_) => {
+                error!("shard {}: another thread is gone", self.id);
+                Err(())
+            }
         }
     }
 
@@ -992,7 +1007,7 @@ impl Shard {
     }
 
     /// Append bytes to a connection's output, enforcing the outbound cap. Never closes from
-    /// here (DESIGN-NOTES §3, uWS #1056): an over-cap connection is doomed and closed at the
+    /// here (closing inside a send is how uWebSockets issue #1056 crashed): an over-cap connection is doomed and closed at the
     /// end of the turn.
     fn queue(&mut self, slot: usize, bytes: &[u8]) {
         let cap = if self.conns.get(slot).is_some_and(|c| c.has(flag::ECHO)) {

@@ -1,6 +1,6 @@
 //! Shared helpers for the integration tests: start the real binary on port 0, an independent
 //! WebSocket client (tungstenite), a raw frame-level client for protocol violations, raw
-//! HTTP exchanges, and a watchdog per test (DESIGN-NOTES §8.6–8.7).
+//! HTTP exchanges, and a watchdog per test.
 //!
 //! Every read has a deadline; nothing sleeps to synchronise except where the protocol itself
 //! is about time (interest wait, idle ping, rate limit, grace period).

@@ -1,16 +1,15 @@
 #!/usr/bin/env python3
 """Compare an Autobahn report with the committed expected verdicts, case by case.
 
-usage: scripts/autobahn-check.py REPORT_DIR EXPECTED_JSON [--write]
-Verdicts are classified exactly as ../shared/autobahn/autobahn_run.py does (imported, not
+usage: tests/autobahn/check.py REPORT_DIR EXPECTED_JSON [--write]
+Verdicts are classified exactly as autobahn_run.py beside this file does (imported, not
 copied). Exit 1 when any case differs from the expectation; --write refreshes the file.
 """
 import json
 import sys
 from pathlib import Path
 
-here = Path(__file__).resolve().parent
-sys.path.insert(0, str(here.parent.parent / "shared" / "autobahn"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from autobahn_run import classify  # noqa: E402
 
 
