@@ -42,29 +42,40 @@ impl ConnId {
 /// this node's own matchmaker.
 pub const CLUSTER_EPOCH: u64 = 1 << 62;
 
+/// Everything addressed to one chat connection by another connection (its partner, or the
+/// side of a new pair that learned of it first), wherever the two live: on one shard, on two
+/// shards (`ShardMsg::Peer`), or on two nodes (`ClusterMsg::Deliver`, one wire record each).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerMsg {
+    /// The recipient, waiting under `ticket`, is now chatting with `partner` in pair `epoch`.
+    Paired {
+        ticket: u32,
+        partner: ConnId,
+        epoch: u64,
+        common: Vec<String>,
+    },
+    /// An encoded server frame (a chat line or typing indicator), valid only within `epoch`.
+    Relay { epoch: u64, frame: Box<[u8]> },
+    /// The partner in pair `epoch` left; sent after its last `Relay`. `avoid`: it left by
+    /// `next`/`find`, so the two are not paired again for now.
+    PartnerLeft { epoch: u64, avoid: bool },
+}
+
+/// A [`PeerMsg`] and the connection it is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub to: ConnId,
+    pub msg: PeerMsg,
+}
+
 /// Work for a shard.
 pub enum ShardMsg {
     /// A freshly accepted socket (non-blocking, not yet registered).
     NewConn(mio::net::TcpStream),
     /// The matchmaker paired `pairing.a` (on this shard) with `pairing.b`.
     PairMade(Pairing<ConnId>),
-    /// Forwarded by the shard of the other side: `to` is now chatting with `partner`.
-    Paired {
-        to: ConnId,
-        ticket: u32,
-        partner: ConnId,
-        epoch: u64,
-        common: Vec<String>,
-    },
-    /// An encoded server frame for `to`, valid only within pair `epoch`.
-    Relay {
-        to: ConnId,
-        epoch: u64,
-        frame: Box<[u8]>,
-    },
-    /// The partner of `to` in pair `epoch` left; sent after its last `Relay`. `avoid`: it left
-    /// by `next`/`find`, so the two are not paired again for now.
-    PartnerLeft { to: ConnId, epoch: u64, avoid: bool },
+    /// For a connection of this shard.
+    Peer(Peer),
     /// Every pair with a partner on node `node` is over (the node died, or messages from it
     /// may have been lost). `node == 0`: this node lost its Redis link, so every pair with a
     /// partner on another node is over.
@@ -219,15 +230,15 @@ impl Outbox {
         }
     }
 
-    /// Queue `msg` for the thread that reaches `to`: its shard's inbox, or the Redis bridge
-    /// when `to` lives on another node. (A message for this shard is handled on the spot by
-    /// the caller, not queued.)
-    pub fn push_to(&mut self, to: ConnId, msg: ShardMsg) {
-        if to.is_remote() {
+    /// Queue `peer` for the thread that reaches its connection: that connection's shard, or
+    /// the Redis bridge when it lives on another node. (A message for the sending shard itself
+    /// is delivered by that shard, not queued here.)
+    pub fn push_to(&mut self, peer: Peer) {
+        if peer.to.is_remote() {
             self.to_cluster
-                .push_back(crate::cluster::ClusterMsg::Deliver(msg));
-        } else if let Some(q) = self.to_shards.get_mut(usize::from(to.shard)) {
-            q.push_back(msg);
+                .push_back(crate::cluster::ClusterMsg::Deliver(peer));
+        } else if let Some(q) = self.to_shards.get_mut(usize::from(peer.to.shard)) {
+            q.push_back(ShardMsg::Peer(peer));
         }
     }
 

@@ -2,3 +2,4 @@
 pub mod matchmaker;
 pub mod protocol;
 pub mod ratelimit;
+pub mod session;

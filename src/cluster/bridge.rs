@@ -3,7 +3,7 @@
 //! relations, and one `PUBLISH` per destination node carrying all records for it. Between
 //! turns it heartbeats, watches the other nodes, and reconnects with backoff after an outage.
 use super::subscriber::{SubCtl, SubEvent};
-use super::wire::{self, Record, WireConn};
+use super::wire::{self, Record};
 use super::{parse_uid, uid, ClusterMsg, ClusterStats, NodeTable};
 use crate::server::Shared;
 use crate::xshard::{ConnId, MatchReq, ShardHandle, ShardMsg, CLUSTER_EPOCH};
@@ -331,40 +331,7 @@ impl Bridge {
         };
         for msg in batch.drain(..) {
             let (to, rec) = match &msg {
-                ClusterMsg::Deliver(ShardMsg::Paired {
-                    to,
-                    ticket,
-                    partner,
-                    epoch,
-                    common,
-                }) => (
-                    *to,
-                    Record::Paired {
-                        to: wire_conn(*to),
-                        ticket: *ticket,
-                        partner: wire_conn(*partner),
-                        epoch: *epoch,
-                        common: common.iter().map(String::as_str).collect(),
-                    },
-                ),
-                ClusterMsg::Deliver(ShardMsg::Relay { to, epoch, frame }) => (
-                    *to,
-                    Record::Relay {
-                        to: wire_conn(*to),
-                        epoch: *epoch,
-                        frame,
-                    },
-                ),
-                ClusterMsg::Deliver(ShardMsg::PartnerLeft { to, epoch, avoid }) => (
-                    *to,
-                    Record::PartnerLeft {
-                        to: wire_conn(*to),
-                        epoch: *epoch,
-                        avoid: *avoid,
-                    },
-                ),
-                // Nothing else is addressed to a connection on another node.
-                ClusterMsg::Deliver(_) => continue,
+                ClusterMsg::Deliver(peer) => (peer.to, Record::of(peer)),
                 other => {
                     // Commands keep their place relative to the records around them.
                     flush(&mut pipe, &mut payloads);
@@ -657,14 +624,6 @@ fn next_seq(seqs: &mut HashMap<String, u64>, dest: &str) -> u64 {
     let s = seqs.entry(dest.to_string()).or_insert(0);
     *s += 1;
     *s
-}
-
-fn wire_conn(c: ConnId) -> WireConn {
-    WireConn {
-        shard: c.shard,
-        slot: c.slot,
-        gen: c.gen,
-    }
 }
 
 fn conn_uid(table: &NodeTable, self_id: &str, c: ConnId) -> Option<String> {

@@ -15,15 +15,15 @@ pub mod subscriber;
 pub mod wire;
 
 use crate::shard::stats::{AtomicHistogram, MATCH_WAIT_BUCKETS};
-use crate::xshard::{ConnId, ShardMsg};
+use crate::xshard::{ConnId, Peer};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Work for the Redis bridge.
 pub enum ClusterMsg {
-    /// A `Paired`, `Relay` or `PartnerLeft` for its `to`, which lives on another node (the
-    /// same messages shards exchange; the bridge publishes them to that node).
-    Deliver(ShardMsg),
+    /// A message for a connection on another node (the same messages shards exchange; the
+    /// bridge publishes it to that node as one wire record).
+    Deliver(Peer),
     /// Our `a` ended its chat with `b` by `next`/`find`: no re-pair for now.
     Avoid { a: ConnId, b: ConnId },
     /// Our `user` paired with someone else here, or disconnected: its avoid relation ends.

@@ -5,7 +5,7 @@
 use super::bridge::CHANNEL_PREFIX;
 use super::wire::{self, Record};
 use super::{ClusterStats, NodeTable};
-use crate::xshard::{ConnId, ShardHandle, ShardMsg};
+use crate::xshard::{ShardHandle, ShardMsg};
 use crossbeam_channel::{Receiver, Sender};
 use log::warn;
 use std::collections::HashMap;
@@ -169,46 +169,16 @@ impl Subscriber {
         *want = batch.seq.wrapping_add(1);
         ClusterStats::add(&self.stats.records_in, batch.records.len() as u64);
         for rec in batch.records {
-            let (to, msg) = match rec {
-                Record::Paired {
-                    to,
-                    ticket,
-                    partner,
-                    epoch,
-                    common,
-                } => {
-                    let to = ConnId::local(to.shard, to.slot, to.gen);
-                    let msg = ShardMsg::Paired {
-                        to,
-                        ticket,
-                        partner: remote(node, partner),
-                        epoch,
-                        common: common.into_iter().map(str::to_string).collect(),
-                    };
-                    (to, msg)
-                }
-                Record::Relay { to, epoch, frame } => {
-                    let to = ConnId::local(to.shard, to.slot, to.gen);
-                    let msg = ShardMsg::Relay {
-                        to,
-                        epoch,
-                        frame: frame.into(),
-                    };
-                    (to, msg)
-                }
-                Record::PartnerLeft { to, epoch, avoid } => {
-                    let to = ConnId::local(to.shard, to.slot, to.gen);
-                    (to, ShardMsg::PartnerLeft { to, epoch, avoid })
-                }
-                Record::Reset => {
-                    self.node_down(node);
-                    continue;
-                }
-                Record::Tick => continue,
+            if matches!(rec, Record::Reset) {
+                self.node_down(node);
+                continue;
+            }
+            let Some(peer) = rec.into_peer(node) else {
+                continue;
             };
-            if let Some(h) = self.shards.get(usize::from(to.shard)) {
+            if let Some(h) = self.shards.get(usize::from(peer.to.shard)) {
                 // Blocking is safe: shards never wait on this thread.
-                let _ = h.send_blocking(msg);
+                let _ = h.send_blocking(ShardMsg::Peer(peer));
             }
         }
     }
@@ -217,15 +187,6 @@ impl Subscriber {
         for h in &self.shards {
             let _ = h.send_blocking(ShardMsg::NodeDown { node });
         }
-    }
-}
-
-fn remote(node: u16, c: wire::WireConn) -> ConnId {
-    ConnId {
-        node,
-        shard: c.shard,
-        slot: c.slot,
-        gen: c.gen,
     }
 }
 

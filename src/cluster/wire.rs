@@ -14,6 +14,8 @@
 //! - `R` reset: end every pair between the two nodes
 //! - `T` tick: the sender's own liveness probe (sent to itself)
 
+use crate::xshard::{ConnId, Peer, PeerMsg};
+
 /// A connection on the receiving (or, for `partner`, the sending) node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WireConn {
@@ -232,6 +234,90 @@ pub fn decode(payload: &[u8]) -> Result<Batch<'_>, WireError> {
         seq,
         records,
     })
+}
+
+impl WireConn {
+    /// The wire form of a connection of the receiving node (its node is implied).
+    pub fn of(c: ConnId) -> WireConn {
+        WireConn {
+            shard: c.shard,
+            slot: c.slot,
+            gen: c.gen,
+        }
+    }
+
+    /// The connection on node `node` (0 = this node).
+    pub fn on(self, node: u16) -> ConnId {
+        ConnId {
+            node,
+            shard: self.shard,
+            slot: self.slot,
+            gen: self.gen,
+        }
+    }
+}
+
+impl<'a> Record<'a> {
+    /// The record that carries `peer` to the node of its connection.
+    pub fn of(peer: &'a Peer) -> Record<'a> {
+        let to = WireConn::of(peer.to);
+        match &peer.msg {
+            PeerMsg::Paired {
+                ticket,
+                partner,
+                epoch,
+                common,
+            } => Record::Paired {
+                to,
+                ticket: *ticket,
+                partner: WireConn::of(*partner),
+                epoch: *epoch,
+                common: common.iter().map(String::as_str).collect(),
+            },
+            PeerMsg::Relay { epoch, frame } => Record::Relay {
+                to,
+                epoch: *epoch,
+                frame,
+            },
+            PeerMsg::PartnerLeft { epoch, avoid } => Record::PartnerLeft {
+                to,
+                epoch: *epoch,
+                avoid: *avoid,
+            },
+        }
+    }
+
+    /// The message this record carries for a connection of ours, sent by node `sender`
+    /// (every partner in a record lives on its sender). `None` for the link's own records.
+    pub fn into_peer(self, sender: u16) -> Option<Peer> {
+        let (to, msg) = match self {
+            Record::Paired {
+                to,
+                ticket,
+                partner,
+                epoch,
+                common,
+            } => (
+                to,
+                PeerMsg::Paired {
+                    ticket,
+                    partner: partner.on(sender),
+                    epoch,
+                    common: common.into_iter().map(str::to_string).collect(),
+                },
+            ),
+            Record::Relay { to, epoch, frame } => (
+                to,
+                PeerMsg::Relay {
+                    epoch,
+                    frame: frame.into(),
+                },
+            ),
+            Record::PartnerLeft { to, epoch, avoid } => (to, PeerMsg::PartnerLeft { epoch, avoid }),
+            Record::Reset | Record::Tick => return None,
+        };
+        Some(Peer { to: to.on(0), msg })
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,21 @@
-//! One client connection: its socket, phase and the small state each phase needs.
-use crate::chat::ratelimit::RateLimiter;
-use crate::ws::Decoder;
-use crate::xshard::ConnId;
+//! One client connection and its phase machine: HTTP request head → a reply (then linger) or
+//! an upgrade to one of two open phases, the chat (`/ws`) or the echo (`/echo`) → closing →
+//! linger. It reacts to bytes the shard read for it, with the shard's [`Core`] borrowed
+//! alongside; it never reads, writes or registers the socket itself (the shard does).
+//!
+//! The parts of a connection are separate fields, so the codec's callback borrows only what
+//! it needs: the decoder runs over the bytes while the event handler has the I/O state, the
+//! chat session and the core.
+use super::core::Core;
+use super::stats::ShardStats;
+use crate::chat::matchmaker::Pairing;
+use crate::chat::session::{ChatSession, Reply, Route, Sink, Stat};
+use crate::http::{self, Endpoint, HttpContext, HttpOutcome};
+use crate::ws::{self, close, Decoder, Event, OpCode};
+use crate::xshard::{ConnId, MatchReq, PeerMsg};
+use log::debug;
 use mio::net::TcpStream;
+use std::sync::atomic::Ordering;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,20 +24,18 @@ pub enum Phase {
     Handshake,
     /// A non-101 response is queued; then shut down the write side and linger.
     HttpReply,
-    /// WebSocket open.
-    Open,
+    /// WebSocket open on this endpoint.
+    Open(Endpoint),
     /// We queued a close frame. With `SHUT_AFTER_FLUSH` we shut down the write side once it is
     /// sent; without it we keep decoding until the peer's close arrives (or the deadline).
-    Closing,
+    Closing(Endpoint),
     /// Write side shut down: read and discard until EOF or the linger deadline, so the peer
     /// reads our last bytes instead of a reset.
     Linger,
 }
 
-/// Flag bits in [`Conn::flags`].
+/// Flag bits in [`Io::flags`].
 pub mod flag {
-    /// The endpoint is `/echo` (otherwise `/ws`).
-    pub const ECHO: u16 = 1;
     /// The kernel accepted our last write without `WouldBlock`.
     pub const WRITABLE: u16 = 1 << 1;
     /// On the shard's dirty list (output to flush at the end of the turn).
@@ -45,56 +56,10 @@ pub mod flag {
     pub const DOOMED: u16 = 1 << 9;
     /// Writing failed (reset or broken pipe): no more output; read what is left, then close.
     pub const WRITE_DEAD: u16 = 1 << 10;
-    /// Cluster mode: this user has a "do not re-pair" relation stored in Redis (a chat of its
-    /// ended by `next`/`find`), to clear when it pairs here with someone else or leaves.
-    pub const AVOIDS: u16 = 1 << 11;
 }
 
-/// Chat state of a `/ws` connection, mirrored from the matchmaker's decisions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChatPhase {
-    Idle,
-    Waiting,
-    Paired,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct ChatState {
-    pub phase: ChatPhase,
-    /// Increases with each find/next sent to the matchmaker; a pairing answering an older
-    /// request is stale. 0 = never asked.
-    pub ticket: u32,
-    pub partner: ConnId,
-    pub epoch: u64,
-    /// When the current wait began (shard clock, ms), for the time-to-match histogram.
-    pub waiting_since: u32,
-}
-
-impl Default for ChatState {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl ChatState {
-    pub const fn new() -> Self {
-        ChatState {
-            phase: ChatPhase::Idle,
-            ticket: 0,
-            partner: ConnId {
-                node: 0,
-                shard: 0,
-                slot: 0,
-                gen: 0,
-            },
-            epoch: 0,
-            waiting_since: 0,
-        }
-    }
-}
-
-pub struct Conn {
-    pub sock: TcpStream,
+/// A connection's transport state: its phase, timers and queued output.
+pub struct Io {
     pub gen: u32,
     pub phase: Phase,
     pub flags: u16,
@@ -102,22 +67,453 @@ pub struct Conn {
     pub since: u32,
     /// When the last bytes arrived.
     pub last_rx: u32,
-    pub decoder: Decoder,
     /// Pending output (empty and unallocated while idle); `out_pos` bytes of it are sent.
     pub out: Vec<u8>,
     pub out_pos: usize,
     /// The partial request head, or the partial message being reassembled. Allocated only
     /// while one spans several reads.
     pub assembly: Option<Box<Vec<u8>>>,
-    pub chat: ChatState,
-    pub rate: RateLimiter,
 }
 
-impl Conn {
+pub struct Conn {
+    pub sock: TcpStream,
+    pub dec: Decoder,
+    pub chat: ChatSession,
+    pub io: Io,
+}
+
+impl Io {
     pub fn has(&self, f: u16) -> bool {
         self.flags & f != 0
     }
+
     pub fn pending_out(&self) -> usize {
         self.out.len().saturating_sub(self.out_pos)
     }
+
+    fn enter(&mut self, phase: Phase, core: &Core) {
+        self.phase = phase;
+        self.since = core.now;
+    }
+
+    pub fn mark_dirty(&mut self, slot: usize, core: &mut Core) {
+        if !self.has(flag::DIRTY) {
+            self.flags |= flag::DIRTY;
+            core.dirty.push(slot);
+        }
+    }
+
+    /// Close at the end of this turn (never from inside a send or a decode: closing inside a
+    /// send is how uWebSockets issue #1056 crashed).
+    pub fn doom(&mut self, slot: usize, code: u16, core: &mut Core) {
+        if !self.has(flag::DOOMED) {
+            self.flags |= flag::DOOMED;
+            core.doomed.push((slot, code));
+        }
+    }
+
+    /// Append bytes to the output, enforcing the outbound cap of an open connection: one past
+    /// it is marked slow and doomed (closed with 1008 at the end of the turn).
+    pub fn queue(&mut self, bytes: &[u8], slot: usize, core: &mut Core) {
+        if self.has(flag::DOOMED | flag::WRITE_DEAD) {
+            return;
+        }
+        let cap = match self.phase {
+            Phase::Open(Endpoint::Chat) => Some(core.limits.outbound_cap),
+            Phase::Open(Endpoint::Echo) => Some(core.limits.echo_outbound_cap),
+            _ => None,
+        };
+        if cap.is_some_and(|cap| self.pending_out() + bytes.len() > cap) {
+            self.flags |= flag::SLOW;
+            self.doom(slot, close::POLICY_VIOLATION, core);
+            return;
+        }
+        if self.out.capacity() == 0 {
+            if let Some(buf) = core.pool.pop() {
+                self.out = buf;
+            }
+        }
+        self.out.extend_from_slice(bytes);
+        self.mark_dirty(slot, core);
+    }
+
+    /// Queue the frame built in the core's scratch buffer.
+    fn queue_built(&mut self, slot: usize, core: &mut Core) {
+        let frame = std::mem::take(&mut core.frame);
+        self.queue(&frame, slot, core);
+        core.frame = frame;
+    }
+
+    fn queue_frame(&mut self, opcode: OpCode, payload: &[u8], slot: usize, core: &mut Core) {
+        core.frame.clear();
+        ws::write_frame(&mut core.frame, opcode, payload);
+        self.queue_built(slot, core);
+    }
+
+    /// Send an idle ping; the answer (any frame) is due within the pong timeout.
+    pub fn ping(&mut self, slot: usize, core: &mut Core) {
+        self.queue_frame(OpCode::Ping, b"", slot, core);
+        self.flags |= flag::PING_SENT;
+        self.since = core.now;
+    }
+
+    /// Queue our close frame and enter `Closing`. `shut`: shut the write side once it is sent
+    /// (errors); otherwise wait for the peer's close (a graceful close such as shutdown's).
+    /// The close frame goes out even past the outbound cap (the cap guards data, not this).
+    fn queue_close(&mut self, code: u16, reason: &str, shut: bool, slot: usize, core: &mut Core) {
+        let endpoint = match self.phase {
+            Phase::Open(e) | Phase::Closing(e) => e,
+            _ => Endpoint::Chat,
+        };
+        core.stats().count_close(code);
+        self.enter(Phase::Closing(endpoint), core);
+        self.assembly = None;
+        if shut {
+            self.flags |= flag::SHUT_AFTER_FLUSH;
+        }
+        if !self.has(flag::WRITE_DEAD) {
+            ws::write_close(&mut self.out, code, reason);
+        }
+        self.mark_dirty(slot, core);
+    }
+}
+
+/// A session's effects, applied to its connection and shard.
+struct ConnSink<'a> {
+    io: &'a mut Io,
+    slot: usize,
+    core: &'a mut Core,
+}
+
+impl<'a> ConnSink<'a> {
+    fn new(io: &'a mut Io, slot: usize, core: &'a mut Core) -> Self {
+        ConnSink { io, slot, core }
+    }
+}
+
+impl Route for ConnSink<'_> {
+    fn peer(&mut self, to: ConnId, msg: PeerMsg) {
+        self.core.peer(to, msg);
+    }
+    fn matcher(&mut self, req: MatchReq) {
+        self.core.matcher(req);
+    }
+    fn avoid(&mut self, a: ConnId, b: ConnId) {
+        self.core.avoid(a, b);
+    }
+    fn clear_avoid(&mut self, user: ConnId) {
+        self.core.clear_avoid(user);
+    }
+    fn count(&mut self, stat: Stat) {
+        self.core.count(stat);
+    }
+}
+
+impl Sink for ConnSink<'_> {
+    fn send(&mut self, reply: Reply<'_>) {
+        self.core.encode(&reply);
+        self.io.queue_built(self.slot, self.core);
+        ShardStats::inc(&self.core.stats().messages_out);
+    }
+    fn forward(&mut self, frame: &[u8]) {
+        ShardStats::inc(&self.core.stats().messages_out);
+        self.io.queue(frame, self.slot, self.core);
+    }
+    fn relay(&mut self, to: ConnId, epoch: u64, reply: Reply<'_>) {
+        self.core.relay(to, epoch, &reply);
+    }
+    fn close(&mut self, code: u16) {
+        self.io.doom(self.slot, code, self.core);
+    }
+}
+
+impl Conn {
+    pub fn new(sock: TcpStream, gen: u32, core: &Core) -> Conn {
+        Conn {
+            sock,
+            dec: Decoder::default(),
+            chat: ChatSession::new(&core.limits.session, core.now_ms),
+            io: Io {
+                gen,
+                phase: Phase::Handshake,
+                flags: 0,
+                since: core.now,
+                last_rx: core.now,
+                out: Vec::new(),
+                out_pos: 0,
+                assembly: None,
+            },
+        }
+    }
+
+    /// Bytes the shard read from the socket.
+    pub fn on_bytes(&mut self, data: &mut [u8], slot: usize, core: &mut Core) {
+        match self.io.phase {
+            Phase::Handshake => self.on_head_bytes(data, slot, core),
+            Phase::Open(_) | Phase::Closing(_) => self.decode(data, slot, core),
+            Phase::HttpReply | Phase::Linger => {}
+        }
+    }
+
+    fn on_head_bytes(&mut self, data: &mut [u8], slot: usize, core: &mut Core) {
+        let shared = core.shared.clone();
+        let cfg = &shared.config;
+        let ctx = HttpContext {
+            max_head_bytes: cfg.max_head_bytes as usize,
+            echo_enabled: cfg.enable_echo,
+            draining: core.draining || shared.draining.load(Ordering::Relaxed),
+            at_capacity: shared.ws_open.load(Ordering::Relaxed) >= cfg.max_connections,
+            allowed_origins: &cfg.allowed_origins,
+        };
+        let mut assembled = self.io.assembly.take();
+        let outcome = match assembled.as_mut() {
+            None => http::handle_request(data, &ctx),
+            Some(head) => {
+                // The whole read is kept: bytes after the head may already be WebSocket
+                // frames. Bounded: a partial head is only kept below --max-head-bytes (431
+                // beyond), so this holds at most that plus one read.
+                head.extend_from_slice(data);
+                http::handle_request(head, &ctx)
+            }
+        };
+        match outcome {
+            HttpOutcome::Incomplete => {
+                self.io.assembly = Some(assembled.unwrap_or_else(|| Box::new(data.to_vec())));
+            }
+            HttpOutcome::Reply(bytes) => {
+                self.io.enter(Phase::HttpReply, core);
+                self.io.flags |= flag::SHUT_AFTER_FLUSH;
+                core.stats().count_http(&bytes);
+                self.io.queue(&bytes, slot, core);
+            }
+            HttpOutcome::Upgrade {
+                endpoint,
+                head_len,
+                response,
+            } => {
+                self.upgrade(endpoint, &response, slot, core);
+                // Bytes after the head already belong to the WebSocket stream.
+                let rest = match assembled.as_deref_mut() {
+                    Some(head) => head.get_mut(head_len..),
+                    None => data.get_mut(head_len..),
+                };
+                if let Some(rest) = rest.filter(|r| !r.is_empty()) {
+                    self.decode(rest, slot, core);
+                }
+            }
+        }
+    }
+
+    fn upgrade(&mut self, endpoint: Endpoint, response: &[u8], slot: usize, core: &mut Core) {
+        let shared = core.shared.clone();
+        self.io.enter(Phase::Open(endpoint), core);
+        self.dec = Decoder::new();
+        self.chat = ChatSession::new(&core.limits.session, core.now_ms);
+        self.io.flags |= flag::COUNTED_WS;
+        shared.ws_open.fetch_add(1, Ordering::Relaxed);
+        self.io.queue(response, slot, core);
+        match endpoint {
+            Endpoint::Chat => {
+                self.io.flags |= flag::COUNTED_ONLINE;
+                shared.online.fetch_add(1, Ordering::Relaxed);
+                ShardStats::inc(&core.stats().upgrades_chat);
+                let online = shared.online_count();
+                ConnSink::new(&mut self.io, slot, core).send(Reply::Hello { online });
+            }
+            Endpoint::Echo => ShardStats::inc(&core.stats().upgrades_echo),
+        }
+    }
+
+    fn decode(&mut self, data: &mut [u8], slot: usize, core: &mut Core) {
+        let max = match self.io.phase {
+            Phase::Open(Endpoint::Echo) | Phase::Closing(Endpoint::Echo) => {
+                core.limits.echo_max_message
+            }
+            _ => core.limits.max_message,
+        };
+        let Conn { dec, chat, io, .. } = self;
+        // A stopped decoder ignores the rest of the stream (a fresh one would read the middle
+        // of a frame as a header), so it stays in place after an error.
+        if let Err(e) = dec.decode(data, max, |ev| io.on_event(ev, chat, slot, core)) {
+            debug!("shard {}: slot {slot}: {e:?}", core.id);
+            self.fail(e.close_code(), slot, core);
+        }
+    }
+
+    /// Fail the connection after a protocol error: close frame, then shut down.
+    pub fn fail(&mut self, code: u16, slot: usize, core: &mut Core) {
+        self.begin_close(code, close::reason(code), true, slot, core);
+    }
+
+    /// Leave the chat and send a close frame (see [`Io::queue_close`]). Only an open
+    /// connection starts a close.
+    pub fn begin_close(
+        &mut self,
+        code: u16,
+        reason: &str,
+        shut: bool,
+        slot: usize,
+        core: &mut Core,
+    ) {
+        if !matches!(self.io.phase, Phase::Open(_)) {
+            return;
+        }
+        self.leave_chat(slot, core);
+        self.io.queue_close(code, reason, shut, slot, core);
+    }
+
+    /// The connection leaves the chat for good.
+    pub fn leave_chat(&mut self, slot: usize, core: &mut Core) {
+        leave(&mut self.chat, self.io.gen, slot, core);
+    }
+
+    /// A message for this connection from another one.
+    pub fn on_peer(&mut self, msg: PeerMsg, slot: usize, core: &mut Core) {
+        let cx = core.ctx(slot, self.io.gen);
+        self.chat
+            .on_peer(msg, &cx, &mut ConnSink::new(&mut self.io, slot, core));
+    }
+
+    /// A relay frame from a partner on this shard.
+    pub fn on_relay(&mut self, epoch: u64, frame: &[u8], slot: usize, core: &mut Core) {
+        let accepted = self.chat.accepts(epoch);
+        self.chat
+            .on_relay(epoch, frame, &mut ConnSink::new(&mut self.io, slot, core));
+        if accepted {
+            ShardStats::inc(&core.stats().relayed_local);
+        }
+    }
+
+    /// The matchmaker paired this connection (side `a` of `p`); see `ChatSession::take_pairing`.
+    pub fn take_pairing(&mut self, p: &Pairing<ConnId>, slot: usize, core: &mut Core) -> bool {
+        let cx = core.ctx(slot, self.io.gen);
+        self.chat
+            .take_pairing(p, &cx, &mut ConnSink::new(&mut self.io, slot, core))
+    }
+
+    pub fn on_node_down(&mut self, node: u16, slot: usize, core: &mut Core) {
+        let cx = core.ctx(slot, self.io.gen);
+        self.chat
+            .on_node_down(node, &cx, &mut ConnSink::new(&mut self.io, slot, core));
+    }
+}
+
+impl Io {
+    /// One decoded event. Returns whether to keep decoding this input.
+    fn on_event(
+        &mut self,
+        ev: Event<'_>,
+        chat: &mut ChatSession,
+        slot: usize,
+        core: &mut Core,
+    ) -> bool {
+        if self.has(flag::DOOMED) {
+            return false;
+        }
+        let endpoint = match self.phase {
+            Phase::Open(e) => e,
+            Phase::Closing(_) => {
+                // After our close frame nothing more is sent; we only wait for the peer's.
+                if let Event::Close { code, .. } = ev {
+                    self.flags |= flag::SHUT_AFTER_FLUSH;
+                    core.stats().count_close_received(code);
+                    self.mark_dirty(slot, core);
+                    return false;
+                }
+                return true;
+            }
+            _ => return false,
+        };
+        match ev {
+            Event::Data {
+                payload,
+                text,
+                first,
+                last,
+            } => {
+                if first && !text && endpoint == Endpoint::Chat {
+                    // Binary messages are not part of the chat protocol.
+                    self.leave_and_close(close::UNSUPPORTED_DATA, chat, slot, core);
+                    return false;
+                }
+                if first && last {
+                    self.on_message(payload, text, endpoint, chat, slot, core);
+                } else {
+                    if first {
+                        self.assembly = Some(Box::default());
+                        if text {
+                            self.flags |= flag::ASSEMBLING_TEXT;
+                        } else {
+                            self.flags &= !flag::ASSEMBLING_TEXT;
+                        }
+                    }
+                    let text = self.has(flag::ASSEMBLING_TEXT);
+                    self.assembly
+                        .get_or_insert_with(Box::default)
+                        .extend_from_slice(payload);
+                    if last {
+                        if let Some(whole) = self.assembly.take() {
+                            self.on_message(&whole, text, endpoint, chat, slot, core);
+                        }
+                    }
+                }
+                matches!(self.phase, Phase::Open(_)) && !self.has(flag::DOOMED)
+            }
+            Event::Ping(payload) => {
+                // One pong per ping, in order (Autobahn 2.10/2.11).
+                self.queue_frame(OpCode::Pong, payload, slot, core);
+                true
+            }
+            Event::Pong(_) => true,
+            Event::Close { code, .. } => {
+                core.stats().count_close_received(code);
+                // Echo the peer's code (RFC 6455 §5.5.1), then close TCP ourselves.
+                let reply = code.unwrap_or(close::NORMAL);
+                leave(chat, self.gen, slot, core);
+                core.frame.clear();
+                ws::write_close(&mut core.frame, reply, "");
+                self.queue_built(slot, core);
+                self.enter(Phase::Closing(endpoint), core);
+                self.flags |= flag::SHUT_AFTER_FLUSH;
+                self.assembly = None;
+                core.stats().count_close(reply);
+                false
+            }
+        }
+    }
+
+    /// The same as `Conn::fail` from inside the decoder's callback.
+    fn leave_and_close(&mut self, code: u16, chat: &mut ChatSession, slot: usize, core: &mut Core) {
+        leave(chat, self.gen, slot, core);
+        self.queue_close(code, close::reason(code), true, slot, core);
+    }
+
+    fn on_message(
+        &mut self,
+        payload: &[u8],
+        text: bool,
+        endpoint: Endpoint,
+        chat: &mut ChatSession,
+        slot: usize,
+        core: &mut Core,
+    ) {
+        ShardStats::inc(&core.stats().messages_in);
+        match endpoint {
+            Endpoint::Echo => {
+                let opcode = if text { OpCode::Text } else { OpCode::Binary };
+                self.queue_frame(opcode, payload, slot, core);
+                ShardStats::inc(&core.stats().messages_out);
+            }
+            Endpoint::Chat => {
+                let cx = core.ctx(slot, self.gen);
+                chat.on_text(payload, &cx, &mut ConnSink::new(self, slot, core));
+            }
+        }
+    }
+}
+
+/// The chat session of connection (`slot`, `gen`) leaves for good.
+fn leave(chat: &mut ChatSession, gen: u32, slot: usize, core: &mut Core) {
+    let cx = core.ctx(slot, gen);
+    chat.leave(&cx, core);
 }

@@ -1,8 +1,19 @@
 //! Per-shard counters: written only by their shard (relaxed atomics), summed on scrape.
+use crate::ws::close;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Close codes counted separately; anything else is counted as "other".
-pub const CLOSE_CODES: [u16; 9] = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 0];
+pub const CLOSE_CODES: [u16; 9] = [
+    close::NORMAL,
+    close::GOING_AWAY,
+    close::PROTOCOL_ERROR,
+    close::UNSUPPORTED_DATA,
+    close::INVALID_PAYLOAD,
+    close::POLICY_VIOLATION,
+    close::MESSAGE_TOO_BIG,
+    close::INTERNAL_ERROR,
+    0,
+];
 
 /// HTTP statuses counted separately; anything else is counted as "other" (0).
 pub const HTTP_CODES: [u16; 11] = [200, 304, 400, 403, 404, 405, 408, 426, 431, 503, 0];

@@ -1,6 +1,35 @@
 //! Close codes: which a peer may send (RFC 6455 §7.4), and close payload parsing.
 use super::error::WsError;
 
+// Close codes this server sends (RFC 6455 §7.4.1), by name.
+/// Normal closure: the reply to a close frame that carried no code.
+pub const NORMAL: u16 = 1000;
+/// Going away: shutdown, or an idle ping left unanswered.
+pub const GOING_AWAY: u16 = 1001;
+/// Protocol error: any RFC 6455 violation that is not about the payload.
+pub const PROTOCOL_ERROR: u16 = 1002;
+/// Unsupported data: a binary message on the chat endpoint.
+pub const UNSUPPORTED_DATA: u16 = 1003;
+/// Invalid frame payload data: text that is not UTF-8.
+pub const INVALID_PAYLOAD: u16 = 1007;
+/// Policy violation: rate abuse, or a client that does not read.
+pub const POLICY_VIOLATION: u16 = 1008;
+/// Message too big.
+pub const MESSAGE_TOO_BIG: u16 = 1009;
+/// Internal error (counted when a peer sends it).
+pub const INTERNAL_ERROR: u16 = 1011;
+
+/// The reason sent with each of this server's close codes.
+pub fn reason(code: u16) -> &'static str {
+    match code {
+        PROTOCOL_ERROR => "protocol error",
+        UNSUPPORTED_DATA => "binary messages are not supported",
+        INVALID_PAYLOAD => "invalid UTF-8",
+        MESSAGE_TOO_BIG => "message too big",
+        _ => "",
+    }
+}
+
 /// Longest close reason that fits a control frame: 125 bytes of payload minus the 2-byte code
 /// (RFC 6455 §5.5).
 pub const MAX_CLOSE_REASON: usize = 123;

@@ -1,4 +1,5 @@
 //! Codec errors and the close code each maps to (RFC 6455 §7.4.1).
+use super::close;
 use std::fmt;
 
 /// Why the decoder failed the connection. Every variant maps to one close code through
@@ -55,9 +56,9 @@ impl WsError {
             | WsError::ExpectedContinuation
             | WsError::LengthMsbSet
             | WsError::InvalidCloseCode(_)
-            | WsError::InvalidClosePayload => 1002,
-            WsError::InvalidUtf8 | WsError::InvalidCloseReason => 1007,
-            WsError::MessageTooBig { .. } => 1009,
+            | WsError::InvalidClosePayload => close::PROTOCOL_ERROR,
+            WsError::InvalidUtf8 | WsError::InvalidCloseReason => close::INVALID_PAYLOAD,
+            WsError::MessageTooBig { .. } => close::MESSAGE_TOO_BIG,
         }
     }
 }

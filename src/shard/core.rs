@@ -1,0 +1,254 @@
+//! What a connection may touch while it handles its input: everything of its shard except the
+//! slab of connections and the poll. A connection borrows it alongside itself
+//! (`conn.on_bytes(data, slot, &mut core)`), so the codec's callback needs nothing but the
+//! connection and this.
+//!
+//! Messages for another connection of the same shard cannot be handed over while the sender
+//! is borrowed; they wait in [`Core::local`] (in order, relays as encoded frames in one reused
+//! buffer) and the shard delivers them right after the sender's input (`Shard::settle`).
+use super::stats::ShardStats;
+use crate::chat::session::{Ctx, Reply, Route, SessionConfig, Stat};
+use crate::cluster::ClusterMsg;
+use crate::server::Shared;
+use crate::ws::{self, OpCode};
+use crate::xshard::{ConnId, MatchReq, Outbox, Peer, PeerMsg};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Limits in the units the loop uses (milliseconds, bytes), fixed at start.
+pub struct Limits {
+    pub session: SessionConfig,
+    pub handshake_ms: u32,
+    pub idle_ping_ms: u32,
+    pub pong_ms: u32,
+    /// How long clients may take to answer our close while draining.
+    pub drain_close_ms: u32,
+    pub max_message: usize,
+    pub echo_max_message: usize,
+    pub outbound_cap: usize,
+    pub echo_outbound_cap: usize,
+}
+
+/// Milliseconds, clamped so that wrapping 32-bit differences stay meaningful.
+pub fn ms(d: Duration) -> u32 {
+    d.as_millis().min(u128::from(u32::MAX / 4)) as u32
+}
+
+impl Limits {
+    pub fn new(c: &crate::config::Config) -> Limits {
+        Limits {
+            session: SessionConfig {
+                rate: crate::chat::ratelimit::RateLimitConfig {
+                    per_sec: c.rate_limit_per_sec,
+                    burst: c.rate_limit_burst,
+                    abuse_drops: c.abuse_drops,
+                },
+                max_text_chars: c.max_text_chars as usize,
+                cluster: c.cluster.is_some(),
+            },
+            handshake_ms: ms(c.handshake_timeout),
+            idle_ping_ms: ms(c.idle_ping),
+            pong_ms: ms(c.pong_timeout),
+            drain_close_ms: ms(c.grace_period),
+            max_message: c.max_message_bytes as usize,
+            echo_max_message: c.echo_max_message_bytes as usize,
+            outbound_cap: c.outbound_cap_bytes as usize,
+            echo_outbound_cap: c.echo_outbound_cap(),
+        }
+    }
+}
+
+/// A message for a connection of this shard, waiting for its sender to be done.
+enum Local {
+    /// An encoded relay frame: `LocalQueue::frames[start..end]`.
+    Frame {
+        to: ConnId,
+        epoch: u64,
+        start: usize,
+        end: usize,
+    },
+    Peer(Peer),
+}
+
+/// Messages for connections of this shard, in the order they were sent.
+#[derive(Default)]
+pub struct LocalQueue {
+    items: VecDeque<Local>,
+    frames: Vec<u8>,
+}
+
+/// One message taken from a [`LocalQueue`] for delivery.
+pub enum Delivery<'a> {
+    Frame {
+        to: ConnId,
+        epoch: u64,
+        frame: &'a [u8],
+    },
+    Peer(Peer),
+}
+
+impl LocalQueue {
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Forget a delivered batch, keeping the buffers' capacity.
+    pub fn clear(&mut self) {
+        self.items.clear();
+        self.frames.clear();
+    }
+
+    pub fn pop(&mut self) -> Option<Delivery<'_>> {
+        Some(match self.items.pop_front()? {
+            Local::Frame {
+                to,
+                epoch,
+                start,
+                end,
+            } => Delivery::Frame {
+                to,
+                epoch,
+                frame: self.frames.get(start..end).unwrap_or_default(),
+            },
+            Local::Peer(p) => Delivery::Peer(p),
+        })
+    }
+}
+
+pub struct Core {
+    pub id: u16,
+    /// The shard clock at the start of this turn: milliseconds since the shard started.
+    pub now_ms: u64,
+    /// The same, as the wrapping 32-bit value connections keep.
+    pub now: u32,
+    pub limits: Limits,
+    pub shared: Arc<Shared>,
+    /// This shard received `Drain`.
+    pub draining: bool,
+    /// JSON of the server message being built.
+    json: Vec<u8>,
+    /// The frame being built.
+    pub frame: Vec<u8>,
+    /// Empty output buffers kept for reuse.
+    pub pool: Vec<Vec<u8>>,
+    /// Connections with output to write at the end of the turn.
+    pub dirty: Vec<usize>,
+    /// Connections to close at the end of the turn, with the close code.
+    pub doomed: Vec<(usize, u16)>,
+    pub outbox: Outbox,
+    pub local: LocalQueue,
+}
+
+impl Core {
+    pub fn new(id: u16, shards: usize, shared: Arc<Shared>) -> Core {
+        Core {
+            id,
+            now_ms: 0,
+            now: 0,
+            limits: Limits::new(&shared.config),
+            shared,
+            draining: false,
+            json: Vec::with_capacity(4096),
+            frame: Vec::with_capacity(4096),
+            pool: Vec::new(),
+            dirty: Vec::new(),
+            doomed: Vec::new(),
+            outbox: Outbox::new(shards),
+            local: LocalQueue::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &ShardStats {
+        // `id` indexes the vector the server built with one entry per shard.
+        &self.shared.shards[usize::from(self.id)]
+    }
+
+    pub fn me(&self, slot: usize, gen: u32) -> ConnId {
+        ConnId::local(self.id, slot as u32, gen)
+    }
+
+    /// The chat session context of connection (`slot`, `gen`) now.
+    pub fn ctx(&self, slot: usize, gen: u32) -> Ctx {
+        Ctx {
+            me: self.me(slot, gen),
+            now_ms: self.now_ms,
+            cfg: self.limits.session,
+        }
+    }
+
+    /// Is `to` a connection of this shard?
+    pub fn is_here(&self, to: ConnId) -> bool {
+        !to.is_remote() && to.shard == self.id
+    }
+
+    /// Encode `reply` as a text frame into the scratch frame buffer.
+    pub fn encode(&mut self, reply: &Reply<'_>) {
+        self.json.clear();
+        reply.write(&mut self.json);
+        self.frame.clear();
+        ws::write_frame(&mut self.frame, OpCode::Text, &self.json);
+    }
+
+    /// A chat line or typing indicator for `to`: encoded once, then queued for this shard or
+    /// boxed for another shard or node.
+    pub fn relay(&mut self, to: ConnId, epoch: u64, reply: &Reply<'_>) {
+        self.encode(reply);
+        if self.is_here(to) {
+            let start = self.local.frames.len();
+            self.local.frames.extend_from_slice(&self.frame);
+            self.local.items.push_back(Local::Frame {
+                to,
+                epoch,
+                start,
+                end: self.local.frames.len(),
+            });
+        } else {
+            let frame = self.frame.as_slice().into();
+            self.outbox.push_to(Peer {
+                to,
+                msg: PeerMsg::Relay { epoch, frame },
+            });
+            let path = if to.is_remote() {
+                &self.stats().relayed_cluster
+            } else {
+                &self.stats().relayed_cross
+            };
+            ShardStats::inc(path);
+        }
+    }
+}
+
+impl Route for Core {
+    fn peer(&mut self, to: ConnId, msg: PeerMsg) {
+        let peer = Peer { to, msg };
+        if self.is_here(to) {
+            self.local.items.push_back(Local::Peer(peer));
+        } else {
+            self.outbox.push_to(peer);
+        }
+    }
+
+    fn matcher(&mut self, req: MatchReq) {
+        self.outbox.to_matcher.push_back(req);
+    }
+
+    fn avoid(&mut self, a: ConnId, b: ConnId) {
+        self.outbox.to_cluster.push_back(ClusterMsg::Avoid { a, b });
+    }
+
+    fn clear_avoid(&mut self, user: ConnId) {
+        self.outbox
+            .to_cluster
+            .push_back(ClusterMsg::ClearAvoid { user });
+    }
+
+    fn count(&mut self, stat: Stat) {
+        let s = self.stats();
+        match stat {
+            Stat::RateLimited => ShardStats::inc(&s.rate_limited),
+            Stat::MatchWait(ms) => s.match_wait.observe(f64::from(ms) / 1000.0),
+            Stat::ClusterPairLost => ShardStats::inc(&s.cluster_pairs_lost),
+        }
+    }
+}
