@@ -14,11 +14,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-// Each script is one EVAL, with the shared helpers of lib.lua in front.
-const PAIR_LUA: &str = concat!(include_str!("lib.lua"), include_str!("pair.lua"));
-const WITHDRAW_LUA: &str = concat!(include_str!("lib.lua"), include_str!("withdraw.lua"));
-const AVOID_LUA: &str = concat!(include_str!("lib.lua"), include_str!("avoid.lua"));
-const PURGE_LUA: &str = concat!(include_str!("lib.lua"), include_str!("purge.lua"));
+// Each script is one EVAL, with the shared helpers of lib.lua in front. Public so that
+// tests/matching_table.rs runs the very text the bridge loads.
+pub const PAIR_LUA: &str = concat!(include_str!("lib.lua"), include_str!("pair.lua"));
+pub const WITHDRAW_LUA: &str = concat!(include_str!("lib.lua"), include_str!("withdraw.lua"));
+pub const AVOID_LUA: &str = concat!(include_str!("lib.lua"), include_str!("avoid.lua"));
+pub const PURGE_LUA: &str = concat!(include_str!("lib.lua"), include_str!("purge.lua"));
 
 /// Heartbeat period, and the lifetime of a heartbeat key: a node silent for `TTL` is dead.
 /// A killed node's partners hear of it within TTL + HEARTBEAT (6 s; PROTOCOL allows 10).

@@ -63,7 +63,15 @@ if best then
   for _, t in ipairs(cjson.decode(h[2])) do
     if mine[t] then common[#common + 1] = t end
   end
-  table.sort(common)
+  -- Byte order, as the Rust matchmaker sorts: Lua's `<` on strings is strcoll, and Redis sets
+  -- LC_COLLATE from its environment, so under e.g. en_US.UTF-8 the order would differ.
+  table.sort(common, function(x, y)
+    for i = 1, math.min(#x, #y) do
+      local a, b = string.byte(x, i), string.byte(y, i)
+      if a ~= b then return a < b end
+    end
+    return #x < #y
+  end)
   drop_entry(best)
   -- Both now pair with someone else: any "don't re-pair" relation of either ends.
   end_avoid(uid)
