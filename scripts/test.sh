@@ -92,6 +92,9 @@ REPEAT=1 CONNS=400 DURATION=3 RATE=2000 SKIP_BUILD=1 OUT=$(mktemp -d) bash scrip
 log "deployment files through their own checkers"
 ROULETTE_BIN=$BIN bash scripts/deploy-check.sh
 
+log "OpenTofu configurations (python-hcl2, checkov, LB timeouts vs idle ping, GCE startup script)"
+bash scripts/tofu-check.sh
+
 log "fuzz smoke run (cargo fuzz, each target briefly)"
 FUZZ_SECONDS=${FUZZ_SECONDS:-20} bash scripts/fuzz-smoke.sh
 
