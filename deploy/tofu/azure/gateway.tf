@@ -263,7 +263,8 @@ resource "azurerm_application_gateway" "main" {
 # resource_group_name, ttl, records
 resource "azurerm_dns_a_record" "domain" {
   count               = var.dns_zone_name == null ? 0 : 1
-  name                = trimsuffix(trimsuffix(var.domain, var.dns_zone_name), ".")
+  # "@" when the domain is the zone apex.
+  name                = var.domain == var.dns_zone_name ? "@" : trimsuffix(trimsuffix(var.domain, var.dns_zone_name), ".")
   zone_name           = var.dns_zone_name
   resource_group_name = var.dns_zone_resource_group
   ttl                 = 300

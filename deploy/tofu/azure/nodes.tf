@@ -87,7 +87,8 @@ resource "azurerm_linux_virtual_machine" "node" {
   resource_group_name             = azurerm_resource_group.main.name
   location                        = azurerm_resource_group.main.location
   size                            = var.vm_size
-  admin_username                  = "admin"
+  # Azure refuses "admin", "root" and similar names; azureuser is its documented example.
+  admin_username                  = "azureuser"
   disable_password_authentication = true
   network_interface_ids           = [azurerm_network_interface.node[count.index].id]
   custom_data                     = data.cloudinit_config.node[count.index].rendered
@@ -99,7 +100,7 @@ resource "azurerm_linux_virtual_machine" "node" {
   allow_extension_operations = false
 
   admin_ssh_key {
-    username   = "admin"
+    username   = "azureuser"
     public_key = var.ssh_public_key
   }
   os_disk {

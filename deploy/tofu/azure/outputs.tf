@@ -19,7 +19,7 @@ output "prometheus_targets" {
 }
 
 output "node_public_ips" {
-  description = "For SSH from admin_cidr (login user: admin)."
+  description = "For SSH from admin_cidr (login user: azureuser)."
   value       = azurerm_public_ip.node[*].ip_address
 }
 

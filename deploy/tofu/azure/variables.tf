@@ -87,7 +87,7 @@ variable "release_sha256" {
 }
 
 variable "ssh_public_key" {
-  description = "OpenSSH public key of the login user `admin` (RSA or ed25519)."
+  description = "OpenSSH public key of the login user `azureuser` (RSA or ed25519)."
   type        = string
 }
 

@@ -90,9 +90,14 @@ resource "hcloud_load_balancer_target" "nodes" {
 
 # hetznercloud/hcloud 1.68.0: docs/resources/zone_rrset.md — zone, name, type, ttl,
 # records [{ value }]
+locals {
+  # The record name inside the zone; "@" when the domain is the zone apex.
+  dns_name = var.domain == var.dns_zone ? "@" : trimsuffix(trimsuffix(var.domain, var.dns_zone), ".")
+}
+
 resource "hcloud_zone_rrset" "a" {
   zone    = var.dns_zone
-  name    = trimsuffix(trimsuffix(var.domain, var.dns_zone), ".")
+  name    = local.dns_name
   type    = "A"
   ttl     = 300
   records = [{ value = hcloud_load_balancer.main.ipv4 }]
@@ -100,7 +105,7 @@ resource "hcloud_zone_rrset" "a" {
 
 resource "hcloud_zone_rrset" "aaaa" {
   zone    = var.dns_zone
-  name    = trimsuffix(trimsuffix(var.domain, var.dns_zone), ".")
+  name    = local.dns_name
   type    = "AAAA"
   ttl     = 300
   records = [{ value = hcloud_load_balancer.main.ipv6 }]
