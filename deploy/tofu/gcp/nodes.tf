@@ -19,24 +19,17 @@ module "node_config" {
   count           = var.node_count
   node_name       = "${var.name}-${count.index + 1}"
   metrics_address = local.node_ips[count.index]
-  trusted_proxies = local.gfe_ranges
   # Google's proxies send `X-Forwarded-For: <client>,<load-balancer-ip>` (appending to what the
-  # client sent): the load balancer's own address is the rightmost entry, and it is not inside
-  # the trusted ranges, so it is trusted explicitly below; the server then takes the rightmost
+  # client sent) from the GFE ranges. The load balancer's own address is the rightmost entry
+  # and lies outside those ranges, so it is trusted too; the server then takes the rightmost
   # entry that is not trusted: the client.
+  trusted_proxies  = concat(local.gfe_ranges, ["${google_compute_global_address.lb.address}/32"])
   proxy_header     = "x-forwarded-for"
   allowed_origin   = "https://${var.domain}"
   grace_period     = local.grace_period
   cluster_url      = local.cluster ? "rediss://${google_redis_instance.redis[0].host}:${google_redis_instance.redis[0].port}" : null
   cluster_password = local.cluster ? google_redis_instance.redis[0].auth_string : null
   cluster_ca_pem   = local.cluster ? google_redis_instance.redis[0].server_ca_certs[0].cert : null
-}
-
-locals {
-  # cloud.env plus the load balancer's own address as a trusted proxy (see above).
-  cloud_env = [for i in range(var.node_count) : replace(module.node_config[i].cloud_env,
-    "ROULETTE_TRUSTED_PROXY=${join(",", local.gfe_ranges)}",
-  "ROULETTE_TRUSTED_PROXY=${join(",", concat(local.gfe_ranges, ["${google_compute_global_address.lb.address}/32"]))}")]
 }
 
 # hashicorp/google 7.45.0: website/docs/r/google_service_account.html.markdown — account_id,
@@ -81,7 +74,7 @@ resource "google_compute_instance" "node" {
     ssh-keys                  = "admin:${var.ssh_public_key}"
     roulette-release-url      = var.release_url
     roulette-release-sha256   = var.release_sha256
-    roulette-cloud-env        = local.cloud_env[count.index]
+    roulette-cloud-env        = module.node_config[count.index].cloud_env
     roulette-cluster-password = local.cluster ? google_redis_instance.redis[0].auth_string : ""
     roulette-cluster-ca       = local.cluster ? google_redis_instance.redis[0].server_ca_certs[0].cert : ""
     roulette-credentials      = module.node_config[count.index].credentials_dropin
