@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # The Python venv of the offline deployment checks: target/venv-deploy, with checkov and its
-# dependencies from deploy/tofu/requirements.txt (exact pins) and python-hcl2 beside it in
-# target/venv-deploy/hcl2 (deploy/tofu/requirements-hcl2.txt; see there why it is apart).
+# dependencies from deploy/tofu/requirements.txt (exact pins), the Kubernetes checkers of
+# deploy/kubernetes/requirements.txt, and python-hcl2 beside them in target/venv-deploy/hcl2
+# (deploy/tofu/requirements-hcl2.txt; see there why it is apart).
 #
 # Source it, then call deploy_venv; afterwards:
 #   $DEPLOY_VENV/bin/checkov ...                         checkov
 #   PYTHONPATH=$DEPLOY_HCL2 $DEPLOY_VENV/bin/python ...   `import hcl2` is python-hcl2
 # The venv is rebuilt only when a requirements file changed (a stamp file holds their SHA-256),
 # so a second run costs nothing. pip installs into the venv only, never into the system Python.
-# Used by scripts/tofu-check.sh; other deployment checks (e.g. Kubernetes manifests through
-# checkov) can source it the same way.
+# Used by scripts/tofu-check.sh and scripts/k8s-check.sh.
 
 DEPLOY_VENV_ROOT=${DEPLOY_VENV_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 DEPLOY_VENV=$DEPLOY_VENV_ROOT/target/venv-deploy
@@ -18,8 +18,9 @@ DEPLOY_HCL2=$DEPLOY_VENV/hcl2
 deploy_venv() {
   local req=$DEPLOY_VENV_ROOT/deploy/tofu/requirements.txt
   local req_hcl2=$DEPLOY_VENV_ROOT/deploy/tofu/requirements-hcl2.txt
+  local req_k8s=$DEPLOY_VENV_ROOT/deploy/kubernetes/requirements.txt
   local py=${PYTHON:-python3} want have
-  want=$(cat "$req" "$req_hcl2" | sha256sum | cut -d' ' -f1)
+  want=$(cat "$req" "$req_k8s" "$req_hcl2" | sha256sum | cut -d' ' -f1)
   have=$(cat "$DEPLOY_VENV/.requirements.sha256" 2>/dev/null || true)
   if [ "$want" = "$have" ] && [ -x "$DEPLOY_VENV/bin/checkov" ] && [ -d "$DEPLOY_HCL2/hcl2" ]; then
     return 0
@@ -34,7 +35,7 @@ deploy_venv() {
   fi
   rm -rf "$DEPLOY_VENV"
   "$py" -m venv "$DEPLOY_VENV" || return 1
-  "$DEPLOY_VENV/bin/pip" install -q --disable-pip-version-check --no-input -r "$req" || return 1
+  "$DEPLOY_VENV/bin/pip" install -q --disable-pip-version-check --no-input -r "$req" -r "$req_k8s" || return 1
   "$DEPLOY_VENV/bin/pip" install -q --disable-pip-version-check --no-input --no-deps \
     --target "$DEPLOY_HCL2" -r "$req_hcl2" || return 1
   printf '%s\n' "$want" >"$DEPLOY_VENV/.requirements.sha256"

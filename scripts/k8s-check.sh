@@ -55,14 +55,9 @@ indent() { sed 's/^/      /'; }
 
 # ------------------------------------------------------------------------------------
 section "venv $VENV"
-if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
-  else
-    echo "python3-venv missing (run as root on Debian to install it)" >&2; exit 1
-  fi
-fi
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV" || { echo "cannot create $VENV" >&2; exit 1; }
+# shellcheck source=scripts/deploy-venv.sh
+. "$ROOT/scripts/deploy-venv.sh"
+deploy_venv || { echo "cannot set up $VENV" >&2; exit 1; }
 PY=$VENV/bin/python
 pins_ok() {
   "$PY" - "$K8S/requirements.txt" <<'PYEOF'
@@ -93,7 +88,7 @@ pass "venv ready"
 
 if command -v shellcheck >/dev/null; then
   TS=$(date +%s.%N)
-  if shellcheck -S style scripts/k8s-check.sh; then pass "shellcheck scripts/k8s-check.sh"; else fail "shellcheck"; fi
+  if shellcheck -x -S style scripts/k8s-check.sh; then pass "shellcheck scripts/k8s-check.sh"; else fail "shellcheck"; fi
 fi
 
 # Manifests: the top directory, optional/ and examples/; crds/ holds schemas, not manifests.
