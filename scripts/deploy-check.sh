@@ -24,7 +24,9 @@
 #               metric name in dashboard and rules exists in a live scrape (the union of
 #               a single node's and a cluster node's on a loopback redis-server; the
 #               cluster node must report roulette_cluster_redis_up 1)
-#   install.sh  bash -n, shellcheck (if present), DESTDIR install + re-run + dry run
+#   install.sh  bash -n, shellcheck (if present), DESTDIR install + re-run + dry run; a
+#               release tarball over file:// with --sha256 (wrong/missing refused),
+#               roulette.previous and --rollback (the .deb route: scripts/release-check.sh)
 #
 # Usage: scripts/deploy-check.sh   (ROULETTE_BIN=path/to/roulette, default
 # target/release/roulette). Installs missing Debian packages when run as root.
@@ -1076,7 +1078,13 @@ out=$(DESTDIR=$DEST bash "$DEPLOY/install.sh" "$BIN" 2>&1); rc=$?
 printf '%s\n' "$out" | tail -2 | indent
 inst_ok=1
 [ $rc = 0 ] || inst_ok=0
-for f in "0755 usr/local/bin/roulette:$BIN" "0644 etc/systemd/system/roulette.service:$DEPLOY/roulette.service" \
+# The unit as installed: install.sh's marker line, then deploy/roulette.service pointed at
+# /usr/local/bin (the .deb's copy runs /usr/bin/roulette).
+{ sed -n 's/^MARKER=.\(.*\).$/\1/p' "$DEPLOY/install.sh"
+  sed 's#^ExecStart=/usr/bin/roulette$#ExecStart=/usr/local/bin/roulette#' "$DEPLOY/roulette.service"; } >"$WORK/unit-expected"
+grep -qx 'ExecStart=/usr/local/bin/roulette' "$WORK/unit-expected" && [ "$(head -c 1 "$WORK/unit-expected")" = '#' ] ||
+  { echo "      could not build the expected unit"; inst_ok=0; }
+for f in "0755 usr/local/bin/roulette:$BIN" "0644 etc/systemd/system/roulette.service:$WORK/unit-expected" \
   "0600 etc/roulette/roulette.env:$DEPLOY/roulette.env" "0644 etc/sysctl.d/60-roulette.conf:$DEPLOY/sysctl.d/60-roulette.conf"; do
   mode=${f%% *}; rest=${f#* }; path=${rest%%:*}; src=${rest#*:}
   got=$(stat -c '%04a' "$DEST/$path" 2>/dev/null)
@@ -1088,6 +1096,7 @@ echo "ROULETTE_MAX_CONNECTIONS=1234" >>"$DEST/etc/roulette/roulette.env"
 DESTDIR=$DEST bash "$DEPLOY/install.sh" "$BIN" >"$WORK/install2.log" 2>&1 || inst_ok=0
 grep -q '^ROULETTE_MAX_CONNECTIONS=1234$' "$DEST/etc/roulette/roulette.env" && grep -q keeping "$WORK/install2.log" ||
   { echo "      re-run overwrote the existing env file"; inst_ok=0; }
+[ ! -e "$DEST/usr/local/bin/roulette.previous" ] || { echo "      re-installing the same binary made a roulette.previous"; inst_ok=0; }
 DRY="$WORK/dry"
 DESTDIR=$DRY bash "$DEPLOY/install.sh" --dry-run "$BIN" >"$WORK/dry.log" 2>&1 || inst_ok=0
 [ ! -e "$DRY" ] || { echo "      --dry-run created files"; inst_ok=0; }
@@ -1095,6 +1104,43 @@ echo "      dry run printed $(grep -c '^+ ' "$WORK/dry.log") commands and change
 bash "$DEPLOY/install.sh" "$WORK/nonexistent" >/dev/null 2>&1 && { echo "      accepted a missing binary"; inst_ok=0; }
 [ $inst_ok = 1 ] && pass "install.sh: DESTDIR install (files, modes, contents), env file kept on re-run, --dry-run changes nothing" ||
   fail "install.sh DESTDIR run"
+
+# A release tarball laid out as scripts/release.sh makes it, holding a second binary (the
+# same program with bytes appended, so it still runs and differs), served over file://.
+inst_ok=1
+REL="$WORK/rel/roulette-9.9.9"
+mkdir -p "$REL/bin" "$REL/deploy/sysctl.d"
+cp "$BIN" "$REL/bin/roulette"; printf 'next release' >>"$REL/bin/roulette"
+cp "$DEPLOY/install.sh" "$DEPLOY/roulette.service" "$DEPLOY/roulette.env" "$REL/deploy/"
+cp "$DEPLOY/sysctl.d/60-roulette.conf" "$REL/deploy/sysctl.d/"
+TARBALL="$WORK/roulette-9.9.9-x86_64-linux-gnu.tar.gz"
+tar -czf "$TARBALL" -C "$WORK/rel" roulette-9.9.9
+TAR_SHA=$(sha256sum "$TARBALL" | cut -d' ' -f1)
+snapshot() { (cd "$DEST" && find . -type f -exec sha256sum {} + | sort) >"$1"; }
+snapshot "$WORK/before"
+if DESTDIR=$DEST bash "$DEPLOY/install.sh" --url "file://$TARBALL" --sha256 "$(printf '%064d' 0)" >"$WORK/mismatch.log" 2>&1; then
+  echo "      accepted a wrong --sha256"; inst_ok=0; fi
+if DESTDIR=$DEST bash "$DEPLOY/install.sh" --url "file://$TARBALL" >"$WORK/nosum.log" 2>&1; then
+  echo "      accepted --url without --sha256"; inst_ok=0; fi
+snapshot "$WORK/after"
+cmp -s "$WORK/before" "$WORK/after" || { echo "      a refused install changed files"; inst_ok=0; }
+echo "      wrong SHA-256: $(grep -o 'SHA-256 mismatch.*' "$WORK/mismatch.log" | cut -c1-60)...; no checksum: $(grep -o 'refusing[^:]*' "$WORK/nosum.log")"
+out=$(DESTDIR=$DEST bash "$DEPLOY/install.sh" --url "file://$TARBALL" --sha256 "$TAR_SHA" 2>&1) || { printf '%s\n' "$out" | indent; inst_ok=0; }
+cmp -s "$REL/bin/roulette" "$DEST/usr/local/bin/roulette" && cmp -s "$BIN" "$DEST/usr/local/bin/roulette.previous" ||
+  { echo "      tarball install: wrong roulette / roulette.previous"; inst_ok=0; }
+grep -q '^ROULETTE_MAX_CONNECTIONS=1234$' "$DEST/etc/roulette/roulette.env" || { echo "      tarball install replaced the env file"; inst_ok=0; }
+echo "      tarball (file://, SHA-256 ok): roulette is the new binary, roulette.previous the one it replaced"
+out=$(DESTDIR=$DEST bash "$DEPLOY/install.sh" --rollback 2>&1) || { printf '%s\n' "$out" | indent; inst_ok=0; }
+cmp -s "$BIN" "$DEST/usr/local/bin/roulette" && cmp -s "$REL/bin/roulette" "$DEST/usr/local/bin/roulette.previous" ||
+  { echo "      --rollback did not swap roulette and roulette.previous"; inst_ok=0; }
+echo "      --rollback: the previous binary is back, the newer one is roulette.previous; $(printf '%s\n' "$out" | grep -c '^+ ') steps"
+rm -f "$DEST/usr/local/bin/roulette.previous"
+DESTDIR=$DEST bash "$DEPLOY/install.sh" --rollback >"$WORK/rb.log" 2>&1 && { echo "      --rollback without roulette.previous succeeded"; inst_ok=0; }
+printf '!<arch>\ndebian-binary\n' >"$WORK/fake.deb"
+DESTDIR=$DEST bash "$DEPLOY/install.sh" "$WORK/fake.deb" >"$WORK/deb.log" 2>&1 && { echo "      accepted a .deb with DESTDIR"; inst_ok=0; }
+grep -q 'DESTDIR is for the binary/tarball route' "$WORK/deb.log" || { indent <"$WORK/deb.log"; inst_ok=0; }
+[ $inst_ok = 1 ] && pass "install.sh --url/--sha256/--rollback under DESTDIR: wrong or missing checksum refused (nothing changed), tarball installed keeping roulette.previous, rollback swaps it back; a .deb is refused with DESTDIR" ||
+  fail "install.sh release artifacts and rollback"
 
 # ------------------------------------------------------------------------------------
 section "summary"
