@@ -92,6 +92,9 @@ REPEAT=1 CONNS=400 DURATION=3 RATE=2000 SKIP_BUILD=1 OUT=$(mktemp -d) bash scrip
 log "deployment files through their own checkers"
 ROULETTE_BIN=$BIN bash scripts/deploy-check.sh
 
+log "release artifacts (scripts/release.sh: tarball, .deb, OCI image; lintian, install, upgrade, purge; the image run in a chroot; hadolint)"
+bash scripts/release-check.sh
+
 log "fuzz smoke run (cargo fuzz, each target briefly)"
 FUZZ_SECONDS=${FUZZ_SECONDS:-20} bash scripts/fuzz-smoke.sh
 
