@@ -96,7 +96,7 @@ command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v dpkg-shlibdeps >/dev/null || need+=(dpkg-dev)
 command -v curl >/dev/null || need+=(curl)
 command -v adduser >/dev/null || need+=(adduser)
-python3 -c 'import yaml' 2>/dev/null || need+=(python3-yaml)
+/usr/bin/python3 -c 'import yaml' 2>/dev/null || need+=(python3-yaml)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
@@ -319,7 +319,7 @@ section "cloud-init: its install script and pre-written env file, with the real 
 DEB_SHA=$(sed -n "s/^\([0-9a-f]*\)  $DEB\$/\1/p" "$OUT/SHA256SUMS")
 # Filled in as README "Deploying a cluster" does (here with a file:// URL).
 sed -e "s|@RELEASE_URL@|file://$OUT/$DEB|" -e "s|@RELEASE_SHA256@|$DEB_SHA|" deploy/cloud-init.yaml >"$WORK/user-data.yaml"
-python3 - "$WORK/user-data.yaml" "$WORK/ci" <<'PYEOF' || fail "extract cloud-init files"
+/usr/bin/python3 - "$WORK/user-data.yaml" "$WORK/ci" <<'PYEOF' || fail "extract cloud-init files"
 import os, sys, yaml
 ci = yaml.safe_load(open(sys.argv[1]))
 out = sys.argv[2]
