@@ -10,14 +10,17 @@ fn main() {
         .filter(|r| !r.trim().is_empty());
     let revision = from_env.unwrap_or_else(|| {
         // Rebuild when HEAD moves: a commit, a checkout, a fetch that updates packed refs.
-        if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
-            let dir = std::path::Path::new(&dir);
-            let mut watch = vec![dir.join("HEAD"), dir.join("packed-refs")];
-            if let Some(head_ref) = git(&["symbolic-ref", "-q", "HEAD"]) {
-                watch.push(dir.join(head_ref));
-            }
-            for path in watch.iter().filter(|p| p.exists()) {
-                println!("cargo:rerun-if-changed={}", path.display());
+        // `--git-path` says where each file really is: in a linked worktree HEAD is the
+        // worktree's own but the branch refs live in the main repository.
+        let mut watch = vec!["HEAD".to_string(), "packed-refs".to_string()];
+        if let Some(head_ref) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            watch.push(head_ref);
+        }
+        for name in &watch {
+            if let Some(path) = git(&["rev-parse", "--git-path", name]) {
+                if std::path::Path::new(&path).exists() {
+                    println!("cargo:rerun-if-changed={path}");
+                }
             }
         }
         git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".to_string())

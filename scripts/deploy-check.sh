@@ -8,9 +8,11 @@
 #   env file    documents every ROULETTE_* variable of `roulette --help` with its default;
 #               the file with every line uncommented starts the server
 #   sysctl      every key exists in this kernel (nothing is applied)
-#   cloud-init  cloud-init schema; embedded unit/env/sysctl identical to deploy/; the
-#               embedded fetch script run against a file:// URL; a cluster node's user-data
-#               (ROULETTE_CLUSTER uncommented as README "Deploying a cluster" does)
+#   cloud-init  cloud-init schema; no copies of what the .deb installs (unit, sysctl);
+#               release tokens and node settings (0600, example values as in deploy/); the
+#               embedded install script against file:// URLs (tokens, empty and wrong
+#               SHA-256 refused; apt-get stubbed); a cluster node's user-data (tokens filled
+#               in and ROULETTE_CLUSTER uncommented as README "Deploying a cluster" does)
 #   Redis       deploy/redis: setup.sh (bash -n, shellcheck, DESTDIR run, re-run keeps the
 #               password, address detection); redis-server on the installed redis.conf on
 #               loopback: password required, CONFIG GET matches the file (persistence off,
@@ -24,7 +26,9 @@
 #               metric name in dashboard and rules exists in a live scrape (the union of
 #               a single node's and a cluster node's on a loopback redis-server; the
 #               cluster node must report roulette_cluster_redis_up 1)
-#   install.sh  bash -n, shellcheck (if present), DESTDIR install + re-run + dry run
+#   install.sh  bash -n, shellcheck (if present), DESTDIR install + re-run + dry run; a
+#               release tarball over file:// with --sha256 (wrong/missing refused),
+#               roulette.previous and --rollback (the .deb route: scripts/release-check.sh)
 #
 # Usage: scripts/deploy-check.sh   (ROULETTE_BIN=path/to/roulette, default
 # target/release/roulette). Installs missing Debian packages when run as root.
@@ -314,7 +318,7 @@ wait_exit() {
 section "systemd unit: verify"
 mkdir -p "$WORK/unit"
 UNIT="$WORK/unit/roulette.service"
-sed "s#^ExecStart=/usr/local/bin/roulette#ExecStart=$BIN#" "$DEPLOY/roulette.service" >"$UNIT"
+sed "s#^ExecStart=/usr/bin/roulette#ExecStart=$BIN#" "$DEPLOY/roulette.service" >"$UNIT"
 grep -q "^ExecStart=$BIN\$" "$UNIT" || fail "could not point ExecStart at $BIN"
 run_quiet "systemd-analyze verify --man=no roulette.service" systemd-analyze verify --man=no "$UNIT"
 # The check must not be vacuous: a typo in a key has to produce output.
@@ -322,9 +326,9 @@ sed 's/^ProtectSystem=/ProtectSytem=/' "$UNIT" >"$WORK/unit/typo.service"
 out=$(systemd-analyze verify --man=no "$WORK/unit/typo.service" 2>&1)
 if [ -n "$out" ]; then pass "verify reports a misspelt key (control): $(printf '%s' "$out" | head -1)"; else
   fail "verify stayed silent on ProtectSytem= (control)"; fi
-# Settings a production unit needs (sandboxing, limits, lifecycle).
+# Settings the service relies on (the .deb creates the user; install.sh rewrites ExecStart).
 for kv in Type=notify NotifyAccess=main WatchdogSec=10s Restart=on-failure LimitNOFILE=1048576 \
-  DynamicUser=yes EnvironmentFile=-/etc/roulette/roulette.env ExecStart=/usr/local/bin/roulette; do
+  User=roulette Group=roulette EnvironmentFile=-/etc/roulette/roulette.env ExecStart=/usr/bin/roulette; do
   grep -qx "$kv" "$DEPLOY/roulette.service" || fail "unit lacks $kv"
 done
 grep -Eq '^SystemCallFilter=~.*@resources' "$DEPLOY/roulette.service" && fail "unit denies @resources (sched_setaffinity/setrlimit -> SIGSYS)"
@@ -521,66 +525,115 @@ nr_open=$(sed -n 's/^fs.nr_open = //p' "$DEPLOY/sysctl.d/60-roulette.conf")
 # ------------------------------------------------------------------------------------
 section "cloud-init"
 run_ok "cloud-init schema --config-file deploy/cloud-init.yaml" cloud-init schema --config-file "$DEPLOY/cloud-init.yaml"
-run_ok "cloud-init.yaml embeds deploy/ files unchanged" $PY - "$DEPLOY" <<'PYEOF'
-import sys, yaml
+run_ok "cloud-init.yaml: the package's files are not written; release tokens, node settings (0600) and the install script are" \
+  $PY - "$DEPLOY" <<'PYEOF'
+import re, sys, yaml
 d = sys.argv[1]
 ci = yaml.safe_load(open(f"{d}/cloud-init.yaml"))
-files = {f["path"]: f["content"] for f in ci["write_files"]}
+files = {f["path"]: f for f in ci["write_files"]}
 bad = 0
-for dst, src in [("/etc/systemd/system/roulette.service", "roulette.service"),
-                 ("/etc/roulette/roulette.env", "roulette.env"),
-                 ("/etc/sysctl.d/60-roulette.conf", "sysctl.d/60-roulette.conf")]:
-    same = files.get(dst) == open(f"{d}/{src}").read()
-    print(f"{dst} == deploy/{src}: {same}")
-    bad |= not same
+# The .deb owns these now; a copy written by cloud-init would shadow or fight it.
+for owned in ("/etc/systemd/system/roulette.service", "/etc/sysctl.d/60-roulette.conf", "/usr/local/bin/roulette"):
+    if owned in files:
+        print(f"writes {owned}, which the package installs"); bad = 1
+rel = files["/etc/roulette/release.conf"]["content"].splitlines()
+print("release.conf:", rel)
+if rel != ["ROULETTE_RELEASE_URL=@RELEASE_URL@", "ROULETTE_RELEASE_SHA256=@RELEASE_SHA256@"]:
+    print("release.conf must hold exactly the two tokens"); bad = 1
+env = files["/etc/roulette/roulette.env"]
+if env.get("permissions") != "0600" or env.get("owner") != "root:root":
+    print("node settings: want root:root 0600 (the file may hold the Redis password)"); bad = 1
+# Every setting shown is a real variable with the example value the documented file has.
+documented = {m.group(1): m.group(0).lstrip("#") for m in
+              (re.match(r"^#?((?:ROULETTE_[A-Z_]+|RUST_LOG))=.*$", l) for l in open(f"{d}/roulette.env")) if m}
+shown = []
+for line in env["content"].splitlines():
+    m = re.match(r"^(#?)((?:ROULETTE_[A-Z_]+|RUST_LOG))=.*$", line)
+    if not m:
+        continue
+    shown.append(m.group(2))
+    if m.group(1) != "#":
+        print("active setting in the unedited file:", line); bad = 1
+    if documented.get(m.group(2)) != line.lstrip("#"):
+        print(f"{line!r} differs from deploy/roulette.env ({documented.get(m.group(2))!r})"); bad = 1
+print("node settings shown:", " ".join(shown))
+if "ROULETTE_CLUSTER" not in shown:
+    print("no #ROULETTE_CLUSTER= line for README's sed"); bad = 1
+script = files["/usr/local/sbin/roulette-install-release"]
+if script.get("permissions") != "0755":
+    print("install script not 0755"); bad = 1
 cmds = [" ".join(c) if isinstance(c, list) else c for c in ci["runcmd"]]
 print("runcmd:", " ; ".join(cmds))
-for want in ("roulette-fetch", "sysctl --system", "systemctl enable --now roulette.service"):
-    if not any(want in c for c in cmds):
-        print("runcmd lacks", want); bad = 1
+if cmds != ["/usr/local/sbin/roulette-install-release"]:
+    print("runcmd should only run roulette-install-release (the package applies sysctl and starts the unit)"); bad = 1
+text = open(f"{d}/cloud-init.yaml").read()
+if "releases.example.invalid" in text:
+    print("old placeholder URL left"); bad = 1
+# replace() and sed change every occurrence: each token must stand only where its value goes.
+for tok in ("@RELEASE_URL@", "@RELEASE_SHA256@"):
+    if text.count(tok) != 1:
+        print(f"{tok} appears {text.count(tok)} times, want once"); bad = 1
 sys.exit(bad)
 PYEOF
-# The fetch script, run for real against a file:// URL in a scratch root.
-FR="$WORK/fetchroot"; mkdir -p "$FR/etc/roulette" "$FR/usr/local/bin"
-$PY -c 'import sys,yaml; [sys.stdout.write(f["content"]) for f in yaml.safe_load(open(sys.argv[1]))["write_files"] if f["path"]==sys.argv[2]]' \
-  "$DEPLOY/cloud-init.yaml" /usr/local/sbin/roulette-fetch | sed "s#/etc/roulette/#$FR/etc/roulette/#g; s#/usr/local/bin/#$FR/usr/local/bin/#g" >"$FR/fetch.sh"
-$PY -c 'import sys,yaml; [sys.stdout.write(f["content"]) for f in yaml.safe_load(open(sys.argv[1]))["write_files"] if f["path"]==sys.argv[2]]' \
-  "$DEPLOY/cloud-init.yaml" /etc/roulette/release.conf >"$FR/etc/roulette/release.conf"
-fetch_ok=1
-sh -n "$FR/fetch.sh" || fetch_ok=0
-sh "$FR/fetch.sh" >/dev/null 2>"$WORK/fetch.err" && fetch_ok=0 # placeholder URL must be refused
-grep -q 'set ROULETTE_RELEASE_URL' "$WORK/fetch.err" || fetch_ok=0
-printf 'ROULETTE_RELEASE_URL=file://%s\nROULETTE_RELEASE_SHA256=%s\n' "$BIN" "$(sha256sum "$BIN" | cut -d' ' -f1)" >"$FR/etc/roulette/release.conf"
-out=$(sh "$FR/fetch.sh" 2>&1) || fetch_ok=0
-cmp -s "$BIN" "$FR/usr/local/bin/roulette" || fetch_ok=0
-printf 'ROULETTE_RELEASE_URL=file://%s\nROULETTE_RELEASE_SHA256=%s\n' "$BIN" 0000 >"$FR/etc/roulette/release.conf"
-sh "$FR/fetch.sh" >/dev/null 2>&1 && fetch_ok=0 # wrong checksum must fail
-printf '%s\n' "$out" | indent
-[ $fetch_ok = 1 ] && pass "roulette-fetch: refuses the placeholder URL, installs a file:// binary with a matching SHA-256, rejects a wrong one" ||
-  fail "roulette-fetch script"
+# The install script, run for real in a scratch root against file:// URLs, with apt-get
+# replaced by a stub that records its arguments (release-check.sh runs it with the real
+# apt-get and the real .deb).
+FR="$WORK/ciroot"; mkdir -p "$FR/etc/roulette" "$FR/usr/bin" "$FR/stub"
+ci_file() { $PY -c 'import sys,yaml; [sys.stdout.write(f["content"]) for f in yaml.safe_load(open(sys.argv[1]))["write_files"] if f["path"]==sys.argv[2]]' "$DEPLOY/cloud-init.yaml" "$1"; }
+ci_file /usr/local/sbin/roulette-install-release | sed "s#/etc/roulette/#$FR/etc/roulette/#g; s#/usr/bin/roulette#$FR/usr/bin/roulette#g" >"$FR/install.sh"
+cp "$BIN" "$FR/usr/bin/roulette"
+printf '#!/bin/sh\necho "apt-get $*" >>%s/apt.log\n' "$FR" >"$FR/stub/apt-get"; chmod 0755 "$FR/stub/apt-get"
+FAKE_DEB="$WORK/roulette_test.deb"; printf 'not really a deb\n' >"$FAKE_DEB"
+FAKE_SHA=$(sha256sum "$FAKE_DEB" | cut -d' ' -f1)
+ci_run() { # URL SHA -> runs the script; the exit status is the script's
+  printf 'ROULETTE_RELEASE_URL=%s\nROULETTE_RELEASE_SHA256=%s\n' "$1" "$2" >"$FR/etc/roulette/release.conf"
+  rm -f "$FR/apt.log"
+  PATH="$FR/stub:$PATH" sh "$FR/install.sh" >"$WORK/ci-install.log" 2>&1
+}
+ci_ok=1
+sh -n "$FR/install.sh" || ci_ok=0
+ci_file /etc/roulette/release.conf >"$FR/etc/roulette/release.conf"
+PATH="$FR/stub:$PATH" sh "$FR/install.sh" >"$WORK/ci-install.log" 2>&1 && ci_ok=0
+grep -q 'set ROULETTE_RELEASE_URL' "$WORK/ci-install.log" || ci_ok=0
+echo "      tokens left in: $(tail -1 "$WORK/ci-install.log")"
+ci_run "file://$FAKE_DEB" "" && ci_ok=0
+grep -q 'refusing to install without it' "$WORK/ci-install.log" || ci_ok=0
+echo "      empty checksum: $(tail -1 "$WORK/ci-install.log" | cut -c1-110)..."
+ci_run "file://$FAKE_DEB" "$(printf '%064d' 0)" && ci_ok=0
+[ ! -e "$FR/apt.log" ] && grep -q 'SHA-256 mismatch' "$WORK/ci-install.log" || ci_ok=0
+echo "      wrong checksum: $(tail -1 "$WORK/ci-install.log" | cut -c1-110)..."
+if ci_run "file://$FAKE_DEB" "$FAKE_SHA"; then
+  echo "      matching checksum: $(cat "$FR/apt.log")"
+  grep -q -- '--force-confold' "$FR/apt.log" && grep -q "install .*/roulette.deb\$" "$FR/apt.log" || ci_ok=0
+else indent <"$WORK/ci-install.log"; ci_ok=0; fi
+[ $ci_ok = 1 ] && pass "roulette-install-release: refuses the tokens, an empty and a wrong SHA-256 (apt-get never called), installs a matching .deb with --force-confold" ||
+  fail "roulette-install-release script"
 
-# A cluster node's user-data, made the way README "Deploying a cluster" says: sed turns the
-# commented ROULETTE_CLUSTER line of the embedded env file into the real setting.
+# A cluster node's user-data, made the way README "Deploying a cluster" says: sed fills in
+# the release tokens and turns the commented ROULETTE_CLUSTER line into the real setting.
 NODE_CI="$WORK/node-user-data.yaml"
 TEST_URL="redis://:$(printf '%064d' 0 | tr 0 a)@10.0.0.5:6379"
 sed -e "s|^\( *\)#ROULETTE_CLUSTER=.*|\1ROULETTE_CLUSTER=$TEST_URL|" \
-    -e "s|^\( *\)ROULETTE_RELEASE_URL=.*|\1ROULETTE_RELEASE_URL=https://releases.example.org/roulette-x86_64-linux|" \
-    -e "s|^\( *\)ROULETTE_RELEASE_SHA256=.*|\1ROULETTE_RELEASE_SHA256=$(sha256sum "$BIN" | cut -d' ' -f1)|" \
+    -e "s|@RELEASE_URL@|https://releases.example.org/roulette/0.1.0/roulette_0.1.0-1_amd64.deb|" \
+    -e "s|@RELEASE_SHA256@|$(sha256sum "$BIN" | cut -d' ' -f1)|" \
     "$DEPLOY/cloud-init.yaml" >"$NODE_CI"
-run_ok "cluster node user-data (ROULETTE_CLUSTER set by the README's sed): schema valid, only that line active, 0600" \
-  $PY - "$NODE_CI" "$DEPLOY/roulette.env" "$TEST_URL" <<'PYEOF'
-import subprocess, sys, yaml
-node_ci, env_src, url = sys.argv[1:4]
+run_ok "cluster node user-data (tokens and ROULETTE_CLUSTER set by the README's sed): schema valid, only that line active, 0600" \
+  $PY - "$NODE_CI" "$DEPLOY/cloud-init.yaml" "$TEST_URL" <<'PYEOF'
+import re, subprocess, sys, yaml
+node_ci, orig, url = sys.argv[1:4]
 r = subprocess.run(["cloud-init", "schema", "--config-file", node_ci], capture_output=True, text=True)
 print(r.stdout.strip() or r.stderr.strip())
 bad = r.returncode != 0
 files = {f["path"]: f for f in yaml.safe_load(open(node_ci))["write_files"]}
+src_files = {f["path"]: f for f in yaml.safe_load(open(orig))["write_files"]}
 entry = files["/etc/roulette/roulette.env"]
 rel = dict(l.split("=", 1) for l in files["/etc/roulette/release.conf"]["content"].splitlines())
 print(f"release.conf: URL {rel['ROULETTE_RELEASE_URL']}, SHA256 {rel['ROULETTE_RELEASE_SHA256'][:12]}...")
-if "example.invalid" in rel["ROULETTE_RELEASE_URL"] or len(rel["ROULETTE_RELEASE_SHA256"]) != 64:
+if "@" in rel["ROULETTE_RELEASE_URL"] or not re.fullmatch(r"[0-9a-f]{64}", rel["ROULETTE_RELEASE_SHA256"]):
     bad = True
-got, src = entry["content"].splitlines(), open(env_src).read().splitlines()
+if "@RELEASE_" in open(node_ci).read():
+    print("a token is left"); bad = True
+got, src = entry["content"].splitlines(), src_files["/etc/roulette/roulette.env"]["content"].splitlines()
 active = [l for l in got if l and not l.startswith("#")]
 diff = [(a, b) for a, b in zip(src, got) if a != b]
 print(f"active lines: {active}; lines changed: {len(diff)}; permissions {entry.get('permissions')}")
@@ -1076,7 +1129,13 @@ out=$(DESTDIR=$DEST bash "$DEPLOY/install.sh" "$BIN" 2>&1); rc=$?
 printf '%s\n' "$out" | tail -2 | indent
 inst_ok=1
 [ $rc = 0 ] || inst_ok=0
-for f in "0755 usr/local/bin/roulette:$BIN" "0644 etc/systemd/system/roulette.service:$DEPLOY/roulette.service" \
+# The unit as installed: install.sh's marker line, then deploy/roulette.service pointed at
+# /usr/local/bin (the .deb's copy runs /usr/bin/roulette).
+{ sed -n 's/^MARKER=.\(.*\).$/\1/p' "$DEPLOY/install.sh"
+  sed 's#^ExecStart=/usr/bin/roulette$#ExecStart=/usr/local/bin/roulette#' "$DEPLOY/roulette.service"; } >"$WORK/unit-expected"
+grep -qx 'ExecStart=/usr/local/bin/roulette' "$WORK/unit-expected" && [ "$(head -c 1 "$WORK/unit-expected")" = '#' ] ||
+  { echo "      could not build the expected unit"; inst_ok=0; }
+for f in "0755 usr/local/bin/roulette:$BIN" "0644 etc/systemd/system/roulette.service:$WORK/unit-expected" \
   "0600 etc/roulette/roulette.env:$DEPLOY/roulette.env" "0644 etc/sysctl.d/60-roulette.conf:$DEPLOY/sysctl.d/60-roulette.conf"; do
   mode=${f%% *}; rest=${f#* }; path=${rest%%:*}; src=${rest#*:}
   got=$(stat -c '%04a' "$DEST/$path" 2>/dev/null)
@@ -1088,6 +1147,7 @@ echo "ROULETTE_MAX_CONNECTIONS=1234" >>"$DEST/etc/roulette/roulette.env"
 DESTDIR=$DEST bash "$DEPLOY/install.sh" "$BIN" >"$WORK/install2.log" 2>&1 || inst_ok=0
 grep -q '^ROULETTE_MAX_CONNECTIONS=1234$' "$DEST/etc/roulette/roulette.env" && grep -q keeping "$WORK/install2.log" ||
   { echo "      re-run overwrote the existing env file"; inst_ok=0; }
+[ ! -e "$DEST/usr/local/bin/roulette.previous" ] || { echo "      re-installing the same binary made a roulette.previous"; inst_ok=0; }
 DRY="$WORK/dry"
 DESTDIR=$DRY bash "$DEPLOY/install.sh" --dry-run "$BIN" >"$WORK/dry.log" 2>&1 || inst_ok=0
 [ ! -e "$DRY" ] || { echo "      --dry-run created files"; inst_ok=0; }
@@ -1095,6 +1155,43 @@ echo "      dry run printed $(grep -c '^+ ' "$WORK/dry.log") commands and change
 bash "$DEPLOY/install.sh" "$WORK/nonexistent" >/dev/null 2>&1 && { echo "      accepted a missing binary"; inst_ok=0; }
 [ $inst_ok = 1 ] && pass "install.sh: DESTDIR install (files, modes, contents), env file kept on re-run, --dry-run changes nothing" ||
   fail "install.sh DESTDIR run"
+
+# A release tarball laid out as scripts/release.sh makes it, holding a second binary (the
+# same program with bytes appended, so it still runs and differs), served over file://.
+inst_ok=1
+REL="$WORK/rel/roulette-9.9.9"
+mkdir -p "$REL/bin" "$REL/deploy/sysctl.d"
+cp "$BIN" "$REL/bin/roulette"; printf 'next release' >>"$REL/bin/roulette"
+cp "$DEPLOY/install.sh" "$DEPLOY/roulette.service" "$DEPLOY/roulette.env" "$REL/deploy/"
+cp "$DEPLOY/sysctl.d/60-roulette.conf" "$REL/deploy/sysctl.d/"
+TARBALL="$WORK/roulette-9.9.9-x86_64-linux-gnu.tar.gz"
+tar -czf "$TARBALL" -C "$WORK/rel" roulette-9.9.9
+TAR_SHA=$(sha256sum "$TARBALL" | cut -d' ' -f1)
+snapshot() { (cd "$DEST" && find . -type f -exec sha256sum {} + | sort) >"$1"; }
+snapshot "$WORK/before"
+if DESTDIR=$DEST bash "$DEPLOY/install.sh" --url "file://$TARBALL" --sha256 "$(printf '%064d' 0)" >"$WORK/mismatch.log" 2>&1; then
+  echo "      accepted a wrong --sha256"; inst_ok=0; fi
+if DESTDIR=$DEST bash "$DEPLOY/install.sh" --url "file://$TARBALL" >"$WORK/nosum.log" 2>&1; then
+  echo "      accepted --url without --sha256"; inst_ok=0; fi
+snapshot "$WORK/after"
+cmp -s "$WORK/before" "$WORK/after" || { echo "      a refused install changed files"; inst_ok=0; }
+echo "      wrong SHA-256: $(grep -o 'SHA-256 mismatch.*' "$WORK/mismatch.log" | cut -c1-60)...; no checksum: $(grep -o 'refusing[^:]*' "$WORK/nosum.log")"
+out=$(DESTDIR=$DEST bash "$DEPLOY/install.sh" --url "file://$TARBALL" --sha256 "$TAR_SHA" 2>&1) || { printf '%s\n' "$out" | indent; inst_ok=0; }
+cmp -s "$REL/bin/roulette" "$DEST/usr/local/bin/roulette" && cmp -s "$BIN" "$DEST/usr/local/bin/roulette.previous" ||
+  { echo "      tarball install: wrong roulette / roulette.previous"; inst_ok=0; }
+grep -q '^ROULETTE_MAX_CONNECTIONS=1234$' "$DEST/etc/roulette/roulette.env" || { echo "      tarball install replaced the env file"; inst_ok=0; }
+echo "      tarball (file://, SHA-256 ok): roulette is the new binary, roulette.previous the one it replaced"
+out=$(DESTDIR=$DEST bash "$DEPLOY/install.sh" --rollback 2>&1) || { printf '%s\n' "$out" | indent; inst_ok=0; }
+cmp -s "$BIN" "$DEST/usr/local/bin/roulette" && cmp -s "$REL/bin/roulette" "$DEST/usr/local/bin/roulette.previous" ||
+  { echo "      --rollback did not swap roulette and roulette.previous"; inst_ok=0; }
+echo "      --rollback: the previous binary is back, the newer one is roulette.previous; $(printf '%s\n' "$out" | grep -c '^+ ') steps"
+rm -f "$DEST/usr/local/bin/roulette.previous"
+DESTDIR=$DEST bash "$DEPLOY/install.sh" --rollback >"$WORK/rb.log" 2>&1 && { echo "      --rollback without roulette.previous succeeded"; inst_ok=0; }
+printf '!<arch>\ndebian-binary\n' >"$WORK/fake.deb"
+DESTDIR=$DEST bash "$DEPLOY/install.sh" "$WORK/fake.deb" >"$WORK/deb.log" 2>&1 && { echo "      accepted a .deb with DESTDIR"; inst_ok=0; }
+grep -q 'DESTDIR is for the binary/tarball route' "$WORK/deb.log" || { indent <"$WORK/deb.log"; inst_ok=0; }
+[ $inst_ok = 1 ] && pass "install.sh --url/--sha256/--rollback under DESTDIR: wrong or missing checksum refused (nothing changed), tarball installed keeping roulette.previous, rollback swaps it back; a .deb is refused with DESTDIR" ||
+  fail "install.sh release artifacts and rollback"
 
 # ------------------------------------------------------------------------------------
 section "summary"

@@ -99,6 +99,9 @@ REPEAT=1 CONNS=400 DURATION=3 RATE=2000 SKIP_BUILD=1 OUT=$(mktemp -d) bash scrip
 log "deployment files through their own checkers"
 ROULETTE_BIN=$BIN bash scripts/deploy-check.sh
 
+log "release artifacts (scripts/release.sh: tarball, .deb, OCI image; lintian, install, upgrade, purge; the image run in a chroot; hadolint)"
+bash scripts/release-check.sh
+
 log "OpenTofu configurations (python-hcl2, checkov, LB timeouts vs idle ping, GCE startup script)"
 bash scripts/tofu-check.sh
 
