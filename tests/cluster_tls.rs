@@ -340,8 +340,11 @@ fn assert_link_refused_and_local_chat_works(n: &mut Server, needles: &[&str]) ->
     line
 }
 
-/// Run the binary to completion (it is expected to exit by itself), stdout and stderr kept.
+/// Run the binary, which is expected to exit by itself within 20 s (killed and reported
+/// otherwise); stdout and stderr kept.
 fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let dir = TempDir::new("run");
+    let (out_path, err_path) = (dir.path("stdout"), dir.path("stderr"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_roulette"));
     cmd.args(args);
     for (k, _) in std::env::vars_os() {
@@ -353,8 +356,36 @@ fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> Output {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.stdin(Stdio::null());
-    cmd.output().expect("run the roulette binary")
+    let file = |p: &PathBuf| std::fs::File::create(p).expect("create an output file");
+    cmd.stdin(Stdio::null())
+        .stdout(file(&out_path))
+        .stderr(file(&err_path));
+    let mut child = cmd.spawn().expect("run the roulette binary");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break Some(s);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let read = |p: &PathBuf| std::fs::read(p).unwrap_or_default();
+    match status {
+        Some(status) => Output {
+            status,
+            stdout: read(&out_path),
+            stderr: read(&err_path),
+        },
+        None => panic!(
+            "roulette {args:?} did not exit within 20 s; output:\n{}{}",
+            String::from_utf8_lossy(&read(&out_path)),
+            String::from_utf8_lossy(&read(&err_path))
+        ),
+    }
 }
 
 fn text_of(out: &Output) -> String {
