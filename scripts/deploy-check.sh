@@ -468,7 +468,8 @@ import re, subprocess, sys
 helptext = subprocess.run([sys.argv[2], "--help"], capture_output=True, text=True).stdout
 flags = {}
 for block in re.split(r"\n(?=\s+(?:-\w, )?--)", helptext):
-    env = re.search(r"\[env: (ROULETTE_[A-Z_]+)=", block)
+    # `[env: NAME=VALUE]`, or `[env: NAME]` for flags whose value --help never shows (secrets).
+    env = re.search(r"\[env: (ROULETTE_[A-Z_]+)[=\]]", block)
     if env:
         d = re.search(r"\[default: ([^\]]*)\]", block)
         flags[env.group(1)] = d.group(1) if d else None
@@ -494,8 +495,10 @@ empty = [k for k, v in doc.items() if v == ""]
 if empty: print("  empty example value (an empty value is not 'unset'):", " ".join(empty))
 sys.exit(1 if missing or unknown or wrong or empty else 0)
 PYEOF
-# Every example line active at once (except cluster mode, which needs Redis) must start.
-mapfile -t SERVER_ENV < <(sed -n 's/^#\(ROULETTE_[A-Z_]*=.*\)$/\1/p; s/^#\(RUST_LOG=.*\)$/\1/p' "$DEPLOY/roulette.env" | grep -v '^ROULETTE_CLUSTER=')
+# Every example line active at once (except cluster mode, which needs Redis, and its files)
+# must start.
+mapfile -t SERVER_ENV < <(sed -n 's/^#\(ROULETTE_[A-Z_]*=.*\)$/\1/p; s/^#\(RUST_LOG=.*\)$/\1/p' "$DEPLOY/roulette.env" |
+  grep -Ev '^ROULETTE_CLUSTER(_URL_FILE|_PASSWORD_FILE|_CA_FILE)?=')
 if start_server ENVRUN; then
   pass "server starts with all ${#SERVER_ENV[@]} example settings active ($(grep -o '([^)]*)' "$ENVRUN_LOG" | tail -1))"
   kill -TERM "$ENVRUN_PID"; wait_exit "$ENVRUN_PID" 15

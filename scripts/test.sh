@@ -16,6 +16,7 @@ command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v node >/dev/null || need_apt+=(nodejs npm)
 python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v redis-server >/dev/null || need_apt+=(redis-server redis-tools)
+command -v openssl >/dev/null || need_apt+=(openssl) # tests/cluster_tls.rs makes its certificates
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

@@ -2,7 +2,32 @@
 //! Every flag is listed in docs/PROTOCOL.md ("Limits and bad input", "Flags").
 use clap::Parser;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// A flag value that may hold a password (the Redis URL): never shown by `Debug`, so no
+/// `{:?}` of the configuration can leak it. Clap takes it as is (`From<String>` cannot
+/// fail), because clap's own errors would print a rejected value.
+#[derive(Clone)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for SecretString {
+    fn from(s: String) -> Self {
+        SecretString(s)
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
 
 /// Parse a duration given in seconds, fractions allowed (`0.5`).
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -48,6 +73,18 @@ pub struct Config {
     /// Number of event-loop threads (shards), each pinned to a core. Default: one per core.
     #[arg(long, env = "ROULETTE_SHARDS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub shards: Option<u16>,
+
+    /// Pin each shard to a core. Set false in containers that do not own whole cores
+    /// (CPU quotas, shared hosts): shards then run wherever the kernel schedules them.
+    #[arg(
+        long,
+        env = "ROULETTE_PIN_CORES",
+        value_name = "true|false",
+        default_value = "true",
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub pin_cores: bool,
 
     /// Serve GET /echo, which echoes every text and binary message (for conformance suites
     /// and benchmarks; no chat rules, no rate limit).
@@ -120,10 +157,35 @@ pub struct Config {
     )]
     pub allowed_origins: Vec<String>,
 
-    /// Redis URL for cluster mode (redis://HOST:PORT[/DB]): nodes sharing one Redis pair and
-    /// relay strangers across nodes. Without it the node runs alone and needs no Redis.
-    #[arg(long, env = "ROULETTE_CLUSTER")]
-    pub cluster: Option<String>,
+    /// Redis URL for cluster mode: redis://[[USER]:PASSWORD@]HOST:PORT[/DB], or rediss://...
+    /// for TLS (certificates checked against built-in WebPKI roots, or --cluster-ca-file).
+    /// Nodes sharing one Redis pair and relay strangers across nodes. Without it the node
+    /// runs alone and needs no Redis. Needs a standalone primary (replicas are fine): a Redis
+    /// Cluster endpoint (cluster mode enabled) is refused. Logs show no password.
+    #[arg(
+        long,
+        env = "ROULETTE_CLUSTER",
+        value_name = "URL",
+        hide_env_values = true,
+        conflicts_with = "cluster_url_file"
+    )]
+    pub cluster: Option<SecretString>,
+
+    /// Read the --cluster URL from this file instead (e.g. a Kubernetes Secret mounted as a
+    /// file); surrounding whitespace is ignored.
+    #[arg(long, env = "ROULETTE_CLUSTER_URL_FILE", value_name = "PATH")]
+    pub cluster_url_file: Option<PathBuf>,
+
+    /// Read the Redis password (of the ACL user named in the URL, or of the default user)
+    /// from this file, verbatim except for a trailing newline; the URL then has none.
+    #[arg(long, env = "ROULETTE_CLUSTER_PASSWORD_FILE", value_name = "PATH")]
+    pub cluster_password_file: Option<PathBuf>,
+
+    /// PEM bundle of CA certificates for a rediss:// URL whose server certificate comes from
+    /// a private CA (e.g. Google Memorystore's server CA). With it, ONLY these CAs are
+    /// trusted, not the built-in WebPKI roots.
+    #[arg(long, env = "ROULETTE_CLUSTER_CA_FILE", value_name = "PATH")]
+    pub cluster_ca_file: Option<PathBuf>,
 
     /// This node's name in a cluster, in logs and metrics (default: the host name plus a
     /// random suffix). Letters, digits, `.`, `_` and `-`, at most 64.
@@ -181,11 +243,19 @@ impl Config {
         if self.abuse_drops > 200_000 {
             return Err("--abuse-drops must be at most 200000".into());
         }
-        if let Some(url) = &self.cluster {
-            if !url.starts_with("redis://") {
-                return Err(format!(
-                    "--cluster: `{url}` is not a redis:// URL (e.g. redis://10.0.0.5:6379)"
-                ));
+        if self.cluster.is_none() && self.cluster_url_file.is_none() {
+            for (flag, set) in [
+                (
+                    "--cluster-password-file",
+                    self.cluster_password_file.is_some(),
+                ),
+                ("--cluster-ca-file", self.cluster_ca_file.is_some()),
+            ] {
+                if set {
+                    return Err(format!(
+                        "{flag} needs --cluster or --cluster-url-file (cluster mode)"
+                    ));
+                }
             }
         }
         if let Some(name) = &self.node_name {

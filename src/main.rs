@@ -2,6 +2,10 @@ use clap::Parser;
 use roulette::config::{Command, Config};
 
 fn main() {
+    // The one TLS crypto provider of the process (for rediss://), chosen here rather than
+    // left to rustls's feature detection, which panics if a dependency ever enables a
+    // second one. An error means one is installed already, which is just as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let config = Config::parse();
     if let Some(Command::Healthcheck { addr, timeout }) = config.command {
         let addr = addr.unwrap_or_else(|| roulette::probe::probe_addr(config.listen));

@@ -89,6 +89,20 @@ fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 /// Run the server until it is told to stop. Returns the process exit code.
 pub fn run(config: Config) -> i32 {
     raise_fd_limit();
+    // Cluster settings first: a wrong one must stop us before we listen.
+    let redis_target = match crate::cluster::target::from_config(&config) {
+        Ok(t) => t,
+        Err(e) => {
+            error!("{e}");
+            return 2;
+        }
+    };
+    if let Some(t) = &redis_target {
+        if let Err(e) = crate::cluster::target::check_at_start(t) {
+            error!("cluster: {e}");
+            return 2;
+        }
+    }
     let listener = match bind_listener(config.listen) {
         Ok(l) => l,
         Err(e) => {
@@ -107,16 +121,6 @@ pub fn run(config: Config) -> i32 {
         }
     };
     let n = config.shard_count();
-    let redis_client = match &config.cluster {
-        Some(url) => match redis::Client::open(url.as_str()) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                error!("--cluster {url}: {e}");
-                return 1;
-            }
-        },
-        None => None,
-    };
     let node_name = config
         .node_name
         .clone()
@@ -130,7 +134,7 @@ pub fn run(config: Config) -> i32 {
         accept_errors: Default::default(),
         accept_overload: Default::default(),
         started: Instant::now(),
-        cluster: redis_client
+        cluster: redis_target
             .as_ref()
             .map(|_| Arc::new(crate::cluster::ClusterStats::default())),
         node_name,
@@ -167,7 +171,8 @@ pub fn run(config: Config) -> i32 {
     // Cluster mode: the Redis bridge and subscriber threads.
     let mut cluster_tx = None;
     let mut matcher_cluster = None;
-    if let (Some(client), Some(stats)) = (redis_client, shared.cluster.clone()) {
+    if let (Some(target), Some(stats)) = (redis_target, shared.cluster.clone()) {
+        let client = target.client;
         let (tx, from_shards) = crossbeam_channel::bounded(CLUSTER_INBOX);
         let (mtx, from_matcher) = crossbeam_channel::unbounded();
         let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded();
@@ -186,8 +191,13 @@ pub fn run(config: Config) -> i32 {
                 .name("cluster-sub".into())
                 .spawn(move || sub.run()),
         );
+        info!(
+            "cluster mode: node {} using {} ({})",
+            shared.node_name, target.shown, target.details
+        );
         let bridge = crate::cluster::bridge::Bridge {
             client,
+            target: target.shown,
             name: shared.node_name.clone(),
             from_shards,
             from_matcher,
@@ -199,6 +209,7 @@ pub fn run(config: Config) -> i32 {
             stats,
             shared: shared.clone(),
             previous_id: None,
+            refusal_logged: false,
         };
         threads.push(
             std::thread::Builder::new()
@@ -210,11 +221,6 @@ pub fn run(config: Config) -> i32 {
             bridge: mtx,
             hold: shared.config.cluster_hold,
         });
-        info!(
-            "cluster mode: node {} using {}",
-            shared.node_name,
-            shared.config.cluster.as_deref().unwrap_or("")
-        );
     }
     {
         let handles = handles.clone();
@@ -226,7 +232,12 @@ pub fn run(config: Config) -> i32 {
                 .spawn(move || matchhost::run(match_rx, handles, wait, stats, matcher_cluster)),
         );
     }
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let pin = shared.config.pin_cores;
+    let cores = if pin {
+        core_affinity::get_core_ids().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     for (i, (poll, inbox)) in polls.into_iter().zip(inboxes).enumerate() {
         let handles = handles.clone();
         let match_tx = match_tx.clone();
@@ -236,6 +247,7 @@ pub fn run(config: Config) -> i32 {
         threads.push(std::thread::Builder::new().name(format!("shard-{i}")).spawn(move || {
             match core {
                 Some(c) if core_affinity::set_for_current(c) => {}
+                _ if !pin => {}
                 _ => warn!("shard {i}: not pinned to a core (affinity unavailable); running unpinned"),
             }
             let code = shard::Shard::new(i as u16, poll, inbox, handles, match_tx, cluster_tx, shared)

@@ -3,12 +3,13 @@
 //! relations, and one `PUBLISH` per destination node carrying all records for it. Between
 //! turns it heartbeats, watches the other nodes, and reconnects with backoff after an outage.
 use super::subscriber::{SubCtl, SubEvent};
+use super::target::{self, Kind};
 use super::wire::{self, Record};
 use super::{parse_uid, uid, ClusterMsg, ClusterStats, NodeTable};
 use crate::server::Shared;
 use crate::xshard::{ConnId, MatchReq, ShardHandle, ShardMsg, CLUSTER_EPOCH};
 use crossbeam_channel::{Receiver, Sender};
-use log::{info, warn};
+use log::{error, info, warn};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -35,6 +36,8 @@ const PAYLOAD_MAX: usize = 256 * 1024;
 
 pub struct Bridge {
     pub client: redis::Client,
+    /// How logs name the Redis (no password).
+    pub target: String,
     pub name: String,
     pub from_shards: Receiver<ClusterMsg>,
     pub from_matcher: Receiver<ClusterMsg>,
@@ -47,6 +50,41 @@ pub struct Bridge {
     pub shared: Arc<Shared>,
     /// The incarnation of the last link, retired when the next one connects.
     pub previous_id: Option<String>,
+    /// The Redis Cluster refusal was logged (once until a link comes up again).
+    pub refusal_logged: bool,
+}
+
+/// Why the link failed or could not be made.
+enum LinkError {
+    /// Redis answered as a Redis Cluster endpoint, which cannot work (see
+    /// [`target::cluster_refusal`]); the evidence.
+    ClusterEndpoint(String),
+    /// No connection (refused, timed out, dropped): worth retrying as it is.
+    Unreachable(String),
+    /// Redis answered but would not serve us (authentication, TLS, permissions, ...).
+    Other(String),
+}
+
+impl std::fmt::Display for LinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinkError::ClusterEndpoint(e) | LinkError::Unreachable(e) | LinkError::Other(e) => {
+                f.write_str(e)
+            }
+        }
+    }
+}
+
+impl From<&str> for LinkError {
+    fn from(s: &str) -> Self {
+        LinkError::Other(s.to_string())
+    }
+}
+
+impl From<String> for LinkError {
+    fn from(s: String) -> Self {
+        LinkError::Other(s)
+    }
 }
 
 struct Shas {
@@ -87,21 +125,37 @@ impl Bridge {
                 match self.connect() {
                     Ok(l) => {
                         info!(
-                            "cluster: connected to Redis as node {} (node name {})",
-                            l.id, self.name
+                            "cluster: connected to Redis at {} as node {} (node name {})",
+                            self.target, l.id, self.name
                         );
                         self.set_up(true);
                         backoff = BACKOFF_MIN;
                         down_logged = false;
+                        self.refusal_logged = false;
                         link = Some(l);
                     }
                     Err(e) => {
                         ClusterStats::add(&self.stats.errors, 1);
-                        if !down_logged {
-                            warn!(
-                                "cluster: Redis unreachable ({e}); pairing on this node only, retrying with backoff"
-                            );
-                            down_logged = true;
+                        match &e {
+                            LinkError::ClusterEndpoint(evidence) => {
+                                self.log_refusal(evidence);
+                                down_logged = true;
+                            }
+                            LinkError::Unreachable(_) if !down_logged => {
+                                warn!(
+                                    "cluster: Redis unreachable at {} ({e}); pairing on this node only, retrying with backoff",
+                                    self.target
+                                );
+                                down_logged = true;
+                            }
+                            LinkError::Other(_) if !down_logged => {
+                                error!(
+                                    "cluster: cannot use Redis at {} ({e}); pairing on this node only, retrying with backoff",
+                                    self.target
+                                );
+                                down_logged = true;
+                            }
+                            _ => {}
                         }
                         next_try = Instant::now() + backoff;
                         backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -165,6 +219,9 @@ impl Bridge {
             };
             if let Err(e) = failed {
                 ClusterStats::add(&self.stats.errors, 1);
+                if let LinkError::ClusterEndpoint(evidence) = &e {
+                    self.log_refusal(evidence);
+                }
                 warn!("cluster: lost the Redis link ({e}); ending cross-node chats, pairing on this node only");
                 link = None;
                 self.go_down();
@@ -213,6 +270,30 @@ impl Bridge {
         }
     }
 
+    fn log_refusal(&mut self, evidence: &str) {
+        if !self.refusal_logged {
+            error!(
+                "cluster: {}. This node pairs its own clients only and keeps retrying; point \
+                 --cluster at a standalone primary",
+                target::cluster_refusal(&self.target, evidence)
+            );
+            self.refusal_logged = true;
+        }
+    }
+
+    /// A Redis error as the link reports it: cluster replies recognised, the rest explained.
+    fn link_err(&self, e: redis::RedisError) -> LinkError {
+        if let Some(evidence) = target::cluster_evidence(&e) {
+            return LinkError::ClusterEndpoint(evidence);
+        }
+        let x = target::explain(&e, &self.client);
+        if x.unreachable {
+            LinkError::Unreachable(x.text)
+        } else {
+            LinkError::Other(x.text)
+        }
+    }
+
     fn set_up(&self, up: bool) {
         self.stats.up.store(u64::from(up), Ordering::Relaxed);
         let _ = self.matcher.send(MatchReq::ClusterLink { up });
@@ -230,22 +311,28 @@ impl Bridge {
         self.set_up(false);
     }
 
-    fn connect(&mut self) -> Result<Link, String> {
+    fn connect(&mut self) -> Result<Link, LinkError> {
         ClusterStats::add(&self.stats.connects, 1);
         let mut con = self
             .client
             .get_connection_with_timeout(IO_TIMEOUT)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| self.link_err(e))?;
         con.set_read_timeout(Some(IO_TIMEOUT))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| self.link_err(e))?;
         con.set_write_timeout(Some(IO_TIMEOUT))
-            .map_err(|e| e.to_string())?;
-        let load = |con: &mut redis::Connection, src: &str| -> Result<String, String> {
+            .map_err(|e| self.link_err(e))?;
+        // Checked on every connection: the endpoint may have been replaced since the last.
+        match target::probe_kind(&mut con) {
+            Ok(Kind::Standalone) => {}
+            Ok(Kind::Cluster(evidence)) => return Err(LinkError::ClusterEndpoint(evidence)),
+            Err(e) => return Err(self.link_err(e)),
+        }
+        let load = |con: &mut redis::Connection, src: &str| -> Result<String, LinkError> {
             redis::cmd("SCRIPT")
                 .arg("LOAD")
                 .arg(src)
                 .query(con)
-                .map_err(|e| e.to_string())
+                .map_err(|e| self.link_err(e))
         };
         let shas = Shas {
             pair: load(&mut con, PAIR_LUA)?,
@@ -271,7 +358,9 @@ impl Bridge {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.sub_events.recv_timeout(left) {
                 Ok(SubEvent::Subscribed { channel: c }) if c == channel => break,
-                Ok(SubEvent::Lost { channel: c, why }) if c == channel => return Err(why),
+                Ok(SubEvent::Lost { channel: c, why }) if c == channel => {
+                    return Err(LinkError::Other(why))
+                }
                 Ok(_) => {}
                 Err(_) => {
                     let _ = self.sub_ctl.send(SubCtl::Unsubscribe);
@@ -308,7 +397,7 @@ impl Bridge {
     }
 
     /// Run one batch as a single pipeline.
-    fn execute(&self, l: &mut Link, batch: &mut Vec<ClusterMsg>) -> Result<(), String> {
+    fn execute(&self, l: &mut Link, batch: &mut Vec<ClusterMsg>) -> Result<(), LinkError> {
         let mut pipe = redis::pipe();
         let mut expect: Vec<Expect> = Vec::new();
         // Payloads being built, by destination node index.
@@ -436,7 +525,7 @@ impl Bridge {
             return Ok(());
         }
         let t0 = Instant::now();
-        let replies: Vec<redis::Value> = pipe.query(&mut l.con).map_err(|e| e.to_string())?;
+        let replies: Vec<redis::Value> = pipe.query(&mut l.con).map_err(|e| self.link_err(e))?;
         self.stats
             .roundtrip_seconds
             .observe(t0.elapsed().as_secs_f64());
@@ -507,7 +596,7 @@ impl Bridge {
 
     /// Refresh our heartbeat (with this node's client count), read everyone's, purge the
     /// dead, end our pairs with them, prove our own channel still delivers.
-    fn heartbeat(&self, l: &mut Link) -> Result<(), String> {
+    fn heartbeat(&self, l: &mut Link) -> Result<(), LinkError> {
         l.next_beat = Instant::now() + HEARTBEAT;
         let local = self.shared.online.load(Ordering::Relaxed) as u64;
         let mut tick = Vec::with_capacity(32);
@@ -530,7 +619,7 @@ impl Bridge {
             .cmd("SMEMBERS")
             .arg("rl:nodes")
             .query(&mut l.con)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| self.link_err(e))?;
         self.stats
             .roundtrip_seconds
             .observe(t0.elapsed().as_secs_f64());
@@ -550,7 +639,7 @@ impl Bridge {
             redis::cmd("MGET")
                 .arg(&keys)
                 .query(&mut l.con)
-                .map_err(|e| e.to_string())?
+                .map_err(|e| self.link_err(e))?
         };
         if !keys.is_empty() {
             self.stats
@@ -582,7 +671,7 @@ impl Bridge {
                 Ok(n) => {
                     info!("cluster: node {m} stopped heartbeating; purged its {n} queue entries")
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(self.link_err(e)),
             }
         }
         self.stats

@@ -12,6 +12,7 @@
 //! See ARCHITECTURE.md ("Cluster") for the design and its trade-offs.
 pub mod bridge;
 pub mod subscriber;
+pub mod target;
 pub mod wire;
 
 use crate::shard::stats::{AtomicHistogram, MATCH_WAIT_BUCKETS};

@@ -85,7 +85,7 @@ impl Subscriber {
         {
             Ok(c) => c,
             Err(e) => {
-                self.lost(channel, e.to_string());
+                self.lost(channel, super::target::explain(&e, &self.client).text);
                 return Next::Idle;
             }
         };
