@@ -41,9 +41,7 @@ MIN_WS_TIMEOUT_S = 3600   # proxy timeouts and the GKE backend service timeout
 # Flags that land in the server in parallel with these manifests (clap ignores unknown
 # ROULETTE_* variables, so setting them early is harmless). Once the binary lists one in
 # --help it is checked like any other; drop it from here then.
-LANDING_FLAGS = {"ROULETTE_PIN_CORES", "ROULETTE_TRUSTED_PROXY", "ROULETTE_PROXY_HEADER",
-                 "ROULETTE_CLUSTER_URL_FILE", "ROULETTE_CLUSTER_PASSWORD_FILE",
-                 "ROULETTE_CLUSTER_CA_FILE"}
+LANDING_FLAGS = {"ROULETTE_TRUSTED_PROXY", "ROULETTE_PROXY_HEADER"}
 
 errors = []
 

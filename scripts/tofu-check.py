@@ -245,11 +245,7 @@ missing = [t for t in ("@RELEASE_URL@", "@RELEASE_SHA256@") if t not in cloud_in
 if missing:
     msg = (f"deploy/cloud-init.yaml has no {' / '.join(missing)} yet: replace() in aws/azure/hetzner "
            f"changes nothing, and the nodes would install the file's own release settings")
-    if os.environ.get("TOFU_CHECK_STRICT_TOKENS") == "1":
-        fail(msg)
-    else:
-        warnings.append(msg)
-        print(f"WARN  {msg}")
+    fail(msg)
 else:
     ok("deploy/cloud-init.yaml has the @RELEASE_URL@ and @RELEASE_SHA256@ tokens the configurations replace")
 redis_loc = folder_locals("hetzner").get("redis_runcmd")

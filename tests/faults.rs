@@ -343,8 +343,10 @@ fn expect_close_for(
         got.is_some_and(|c| codes.contains(&c)),
         "{what} on {path} (split {split}): close {got:?}, expected one of {codes:?}"
     );
+    // Fail fast: the close comes while the rest of the message is still unsent (a server
+    // that waited for the whole message would never answer), well within this bound.
     assert!(
-        took < Duration::from_secs(1),
+        took < Duration::from_secs(3),
         "{what} on {path}: the close took {took:?}"
     );
     // Answer like a good client; the server ends the connection either way.

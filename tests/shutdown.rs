@@ -75,10 +75,16 @@ fn sigterm_closes_every_client_1001_and_exits_0_when_all_are_closed() {
     let status = server
         .wait_exit(Duration::from_secs(5))
         .expect("the server did not exit");
-    let took = t0.elapsed();
+    eprintln!("exited {:?} after SIGTERM", t0.elapsed());
     assert!(status.success(), "exit status {status}");
-    assert!(took < Duration::from_millis(2700), "exited after {took:?}: it should not wait for the 3 s grace period once every client closed");
     assert!(server.log_contains("draining"), "the drain is logged");
+    // It left because every client had closed, not because the grace period ran out.
+    assert!(
+        server.log_contains("drained: every connection closed"),
+        "log:\n{}",
+        server.log_text()
+    );
+    assert!(!server.log_contains("grace period over"));
 }
 
 #[test]
@@ -122,7 +128,11 @@ fn sigint_drains_too() {
         .wait_exit(Duration::from_secs(4))
         .expect("exit after SIGINT");
     assert!(status.success(), "exit status {status}");
-    assert!(t0.elapsed() < Duration::from_secs(4));
+    eprintln!("exited {:?} after SIGINT", t0.elapsed());
+    assert!(
+        server.log_contains("drained: every connection closed"),
+        "it left because every client had closed, not at the end of the grace period"
+    );
 }
 
 #[test]
@@ -134,10 +144,10 @@ fn idle_server_exits_at_once() {
     server.signal(libc::SIGTERM);
     let status = server.wait_exit(Duration::from_secs(5)).expect("exit");
     assert!(status.success(), "exit status {status}");
+    eprintln!("exited {:?} after SIGTERM with no client", t0.elapsed());
     assert!(
-        t0.elapsed() < Duration::from_secs(2),
-        "took {:?} with no client",
-        t0.elapsed()
+        server.log_contains("drained: every connection closed"),
+        "with no client it does not wait for the grace period"
     );
 }
 
