@@ -1,11 +1,19 @@
 //! roulette: an anonymous one-to-one WebSocket chat server on sharded mio event loops.
 //!
 //! Module map (see ARCHITECTURE.md):
-//! - [`ws`], [`http`], [`chat`]: pure code (no sockets, threads or clock) — the unit-test and fuzz surface.
-//! - [`shard`]: the only place that owns sockets and calls `poll`/`read`/`write`.
-//! - [`xshard`]: the only place that touches crossbeam channels and `mio::Waker`.
+//! - [`ws`], [`http`], [`chat`]: pure code (no sockets, threads or clock) — the unit-test and
+//!   fuzz surface. [`chat::session`] holds one connection's chat rules, [`chat::matchmaker`]
+//!   the pairing rules.
+//! - [`shard`]: the only place that owns client sockets and calls `poll`/`read`/`write`;
+//!   [`shard::conn`] is a connection's phase machine.
+//! - [`xshard`]: the messages between threads ([`xshard::ShardMsg`], [`xshard::PeerMsg`],
+//!   [`xshard::MatchReq`]), shard handles (channel + `mio::Waker`) and outboxes. The other
+//!   threads (acceptor, matchmaker, cluster bridge and subscriber) hold crossbeam channels
+//!   too, but every message a shard receives is defined here.
+//! - [`matchhost`]: the matchmaker thread.
+//! - [`cluster`]: cluster mode — the Redis bridge and subscriber threads, the pure cluster
+//!   queue policy ([`cluster::queue`]) and wire format ([`cluster::wire`]).
 //! - [`server`], [`acceptor`]: thread lifecycle and the accept loop.
-//! - [`cluster`]: cluster mode — the Redis bridge and subscriber threads (wire format pure).
 // `unsafe` is denied everywhere; the two libc calls for resource limits and /proc units opt
 // in locally with a SAFETY comment. The codec, HTTP and chat code have none.
 #![deny(unsafe_code)]

@@ -6,6 +6,74 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Every metric family name, so that tests, dashboards' checks and this file agree on one
+/// spelling.
+pub mod name {
+    pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
+    pub const PROCESS_MAX_FDS: &str = "process_max_fds";
+    pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+    pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "process_resident_memory_bytes";
+    pub const PROCESS_START_TIME_SECONDS: &str = "process_start_time_seconds";
+    pub const PROCESS_THREADS: &str = "process_threads";
+    pub const PROCESS_VIRTUAL_MEMORY_BYTES: &str = "process_virtual_memory_bytes";
+    pub const ACCEPT_ERRORS_TOTAL: &str = "roulette_accept_errors_total";
+    pub const ACCEPT_OVERLOAD_TOTAL: &str = "roulette_accept_overload_total";
+    pub const BUILD_INFO: &str = "roulette_build_info";
+    pub const CHAT_PAIRS: &str = "roulette_chat_pairs";
+    pub const CLOSE_FRAMES_SENT_TOTAL: &str = "roulette_close_frames_sent_total";
+    pub const CLUSTER_CHATS_ENDED_TOTAL: &str = "roulette_cluster_chats_ended_total";
+    pub const CLUSTER_DROPPED_WHILE_DOWN_TOTAL: &str = "roulette_cluster_dropped_while_down_total";
+    pub const CLUSTER_INFO: &str = "roulette_cluster_info";
+    pub const CLUSTER_NODES: &str = "roulette_cluster_nodes";
+    pub const CLUSTER_NODES_DOWN_TOTAL: &str = "roulette_cluster_nodes_down_total";
+    pub const CLUSTER_ONLINE_CLIENTS: &str = "roulette_cluster_online_clients";
+    pub const CLUSTER_PAIRINGS_TOTAL: &str = "roulette_cluster_pairings_total";
+    pub const CLUSTER_PAYLOADS_RECEIVED_TOTAL: &str = "roulette_cluster_payloads_received_total";
+    pub const CLUSTER_PUBLISHES_TOTAL: &str = "roulette_cluster_publishes_total";
+    pub const CLUSTER_QUEUED_TOTAL: &str = "roulette_cluster_queued_total";
+    pub const CLUSTER_RECORDS_RECEIVED_TOTAL: &str = "roulette_cluster_records_received_total";
+    pub const CLUSTER_RECORDS_SENT_TOTAL: &str = "roulette_cluster_records_sent_total";
+    pub const CLUSTER_REDIS_CONNECTS_TOTAL: &str = "roulette_cluster_redis_connects_total";
+    pub const CLUSTER_REDIS_ERRORS_TOTAL: &str = "roulette_cluster_redis_errors_total";
+    pub const CLUSTER_REDIS_LINK_LOSSES_TOTAL: &str = "roulette_cluster_redis_link_losses_total";
+    pub const CLUSTER_REDIS_ROUNDTRIP_SECONDS: &str = "roulette_cluster_redis_roundtrip_seconds";
+    pub const CLUSTER_REDIS_ROUNDTRIPS_TOTAL: &str = "roulette_cluster_redis_roundtrips_total";
+    pub const CLUSTER_REDIS_UP: &str = "roulette_cluster_redis_up";
+    pub const CLUSTER_RELAY_GAPS_TOTAL: &str = "roulette_cluster_relay_gaps_total";
+    pub const CONNECTIONS_ACCEPTED_TOTAL: &str = "roulette_connections_accepted_total";
+    pub const CONNECTIONS_CLOSED_TOTAL: &str = "roulette_connections_closed_total";
+    pub const CROSS_SHARD_MESSAGES_RECEIVED_TOTAL: &str =
+        "roulette_cross_shard_messages_received_total";
+    pub const DRAINING: &str = "roulette_draining";
+    pub const HANDSHAKE_TIMEOUTS_TOTAL: &str = "roulette_handshake_timeouts_total";
+    pub const HTTP_RESPONSES_TOTAL: &str = "roulette_http_responses_total";
+    pub const IDLE_TIMEOUTS_TOTAL: &str = "roulette_idle_timeouts_total";
+    pub const LOOP_ITERATION_SECONDS: &str = "roulette_loop_iteration_seconds";
+    pub const LOOP_ITERATIONS_TOTAL: &str = "roulette_loop_iterations_total";
+    pub const MATCH_WAIT_SECONDS: &str = "roulette_match_wait_seconds";
+    pub const MATCHMAKER_REQUESTS_TOTAL: &str = "roulette_matchmaker_requests_total";
+    pub const MAX_WEBSOCKET_CONNECTIONS: &str = "roulette_max_websocket_connections";
+    pub const MESSAGES_RECEIVED_TOTAL: &str = "roulette_messages_received_total";
+    pub const MESSAGES_SENT_TOTAL: &str = "roulette_messages_sent_total";
+    pub const ONLINE_CLIENTS: &str = "roulette_online_clients";
+    pub const OPEN_SOCKETS: &str = "roulette_open_sockets";
+    pub const OUTBOUND_QUEUE_BYTES: &str = "roulette_outbound_queue_bytes";
+    pub const OUTBOX_FULL_TOTAL: &str = "roulette_outbox_full_total";
+    pub const PAIRED_CLIENTS: &str = "roulette_paired_clients";
+    pub const PAIRINGS_TOTAL: &str = "roulette_pairings_total";
+    pub const RATE_LIMITED_MESSAGES_TOTAL: &str = "roulette_rate_limited_messages_total";
+    pub const RECEIVED_BYTES_TOTAL: &str = "roulette_received_bytes_total";
+    pub const RELAYED_MESSAGES_TOTAL: &str = "roulette_relayed_messages_total";
+    pub const SENT_BYTES_TOTAL: &str = "roulette_sent_bytes_total";
+    pub const SHARDS: &str = "roulette_shards";
+    pub const SLOW_CONSUMER_CLOSES_TOTAL: &str = "roulette_slow_consumer_closes_total";
+    pub const UPGRADES_CHAT_TOTAL: &str = "roulette_upgrades_chat_total";
+    pub const UPGRADES_ECHO_TOTAL: &str = "roulette_upgrades_echo_total";
+    pub const WAITING_CLIENTS: &str = "roulette_waiting_clients";
+    pub const WAKEUPS_TOTAL: &str = "roulette_wakeups_total";
+    pub const WEBSOCKET_CONNECTIONS: &str = "roulette_websocket_connections";
+}
+
 /// Serve `GET /metrics` until the process exits.
 pub fn serve(listener: TcpListener, shared: Arc<Shared>) {
     for stream in listener.incoming() {
@@ -75,7 +143,7 @@ pub fn render(shared: &Shared) -> String {
     let mut out = String::with_capacity(16 * 1024);
     let o = &mut out;
 
-    family(o, "roulette_build_info", "gauge", "Build information.").sample(
+    family(o, name::BUILD_INFO, "gauge", "Build information.").sample(
         &format!(
             "version=\"{}\",revision=\"{}\"",
             crate::VERSION,
@@ -86,73 +154,73 @@ pub fn render(shared: &Shared) -> String {
     let m = &shared.matcher;
     let scalars: [(&'static str, &str, &str, u64); 12] = [
         (
-            "roulette_online_clients",
+            name::ONLINE_CLIENTS,
             "gauge",
             "Connected chat clients (/ws).",
             shared.online.load(Relaxed) as u64,
         ),
         (
-            "roulette_websocket_connections",
+            name::WEBSOCKET_CONNECTIONS,
             "gauge",
             "Open WebSocket connections (/ws and /echo).",
             shared.ws_open.load(Relaxed) as u64,
         ),
         (
-            "roulette_max_websocket_connections",
+            name::MAX_WEBSOCKET_CONNECTIONS,
             "gauge",
             "Configured --max-connections.",
             shared.config.max_connections as u64,
         ),
         (
-            "roulette_draining",
+            name::DRAINING,
             "gauge",
             "1 while shutting down.",
             u64::from(shared.draining.load(Relaxed)),
         ),
         (
-            "roulette_shards",
+            name::SHARDS,
             "gauge",
             "Event-loop threads.",
             shared.shards.len() as u64,
         ),
         (
-            "roulette_matchmaker_requests_total",
+            name::MATCHMAKER_REQUESTS_TOTAL,
             "counter",
             "Requests handled by the matchmaker.",
             m.requests.load(Relaxed),
         ),
         (
-            "roulette_pairings_total",
+            name::PAIRINGS_TOTAL,
             "counter",
             "Pairs made.",
             m.pairings.load(Relaxed),
         ),
         (
-            "roulette_waiting_clients",
+            name::WAITING_CLIENTS,
             "gauge",
             "Clients waiting for a stranger.",
             m.waiting.load(Relaxed),
         ),
         (
-            "roulette_paired_clients",
+            name::PAIRED_CLIENTS,
             "gauge",
             "Clients in a chat, as the matchmaker sees it.",
             m.paired.load(Relaxed),
         ),
         (
-            "roulette_chat_pairs",
+            name::CHAT_PAIRS,
             "gauge",
             "Pairs chatting, as the matchmaker sees them.",
             m.paired.load(Relaxed) / 2,
         ),
         (
-            "roulette_accept_errors_total",
+            name::ACCEPT_ERRORS_TOTAL,
             "counter",
             "Failed accept() calls (e.g. out of file descriptors).",
             shared.accept_errors.load(Relaxed),
         ),
         (
-            "roulette_accept_overload_total",
+            name::ACCEPT_OVERLOAD_TOTAL,
             "counter",
             "Connections shed because every shard inbox was full.",
             shared.accept_overload.load(Relaxed),
@@ -165,115 +233,115 @@ pub fn render(shared: &Shared) -> String {
     type Counter = fn(&ShardStats) -> &AtomicU64;
     let per_shard: &[(&'static str, &str, &str, Counter)] = &[
         (
-            "roulette_open_sockets",
+            name::OPEN_SOCKETS,
             "gauge",
             "Client sockets held by the shard, in any phase.",
             |s| &s.open_sockets,
         ),
         (
-            "roulette_connections_accepted_total",
+            name::CONNECTIONS_ACCEPTED_TOTAL,
             "counter",
             "TCP connections adopted by the shard.",
             |s| &s.accepted,
         ),
         (
-            "roulette_connections_closed_total",
+            name::CONNECTIONS_CLOSED_TOTAL,
             "counter",
             "TCP connections closed by the shard.",
             |s| &s.closed,
         ),
         (
-            "roulette_http_responses_total",
+            name::HTTP_RESPONSES_TOTAL,
             "counter",
             "Non-101 HTTP responses sent (pages, health, errors).",
             |s| &s.http_responses,
         ),
         (
-            "roulette_handshake_timeouts_total",
+            name::HANDSHAKE_TIMEOUTS_TOTAL,
             "counter",
             "Connections that did not send a request head in time.",
             |s| &s.handshake_timeouts,
         ),
         (
-            "roulette_received_bytes_total",
+            name::RECEIVED_BYTES_TOTAL,
             "counter",
             "Bytes read from client sockets.",
             |s| &s.bytes_in,
         ),
         (
-            "roulette_sent_bytes_total",
+            name::SENT_BYTES_TOTAL,
             "counter",
             "Bytes written to client sockets.",
             |s| &s.bytes_out,
         ),
         (
-            "roulette_messages_received_total",
+            name::MESSAGES_RECEIVED_TOTAL,
             "counter",
             "WebSocket data messages received.",
             |s| &s.messages_in,
         ),
         (
-            "roulette_messages_sent_total",
+            name::MESSAGES_SENT_TOTAL,
             "counter",
             "WebSocket data messages queued to clients (chat, relayed and echoed).",
             |s| &s.messages_out,
         ),
         (
-            "roulette_cross_shard_messages_received_total",
+            name::CROSS_SHARD_MESSAGES_RECEIVED_TOTAL,
             "counter",
             "Messages taken from the shard's inbox.",
             |s| &s.xshard_received,
         ),
         (
-            "roulette_wakeups_total",
+            name::WAKEUPS_TOTAL,
             "counter",
             "Times the shard was woken by another thread.",
             |s| &s.wakeups,
         ),
         (
-            "roulette_outbox_full_total",
+            name::OUTBOX_FULL_TOTAL,
             "counter",
             "Loop turns that ended with cross-shard messages still queued (inbox full).",
             |s| &s.outbox_full,
         ),
         (
-            "roulette_rate_limited_messages_total",
+            name::RATE_LIMITED_MESSAGES_TOTAL,
             "counter",
             "Client messages dropped by the rate limit.",
             |s| &s.rate_limited,
         ),
         (
-            "roulette_slow_consumer_closes_total",
+            name::SLOW_CONSUMER_CLOSES_TOTAL,
             "counter",
             "Connections closed for not reading (outbound cap).",
             |s| &s.slow_consumer_closes,
         ),
         (
-            "roulette_idle_timeouts_total",
+            name::IDLE_TIMEOUTS_TOTAL,
             "counter",
             "Connections closed for not answering an idle ping.",
             |s| &s.idle_timeouts,
         ),
         (
-            "roulette_outbound_queue_bytes",
+            name::OUTBOUND_QUEUE_BYTES,
             "gauge",
             "Bytes queued for clients that were not yet written (sampled every 100 ms).",
             |s| &s.out_queue_bytes,
         ),
         (
-            "roulette_loop_iterations_total",
+            name::LOOP_ITERATIONS_TOTAL,
             "counter",
             "Event-loop turns.",
             |s| &s.loop_turns,
         ),
         (
-            "roulette_upgrades_chat_total",
+            name::UPGRADES_CHAT_TOTAL,
             "counter",
             "WebSocket upgrades on /ws.",
             |s| &s.upgrades_chat,
         ),
         (
-            "roulette_upgrades_echo_total",
+            name::UPGRADES_ECHO_TOTAL,
             "counter",
             "WebSocket upgrades on /echo.",
             |s| &s.upgrades_echo,
@@ -288,7 +356,7 @@ pub fn render(shared: &Shared) -> String {
     {
         let mut f = family(
             o,
-            "roulette_relayed_messages_total",
+            name::RELAYED_MESSAGES_TOTAL,
             "counter",
             "Chat messages relayed to a partner, by path.",
         );
@@ -310,7 +378,7 @@ pub fn render(shared: &Shared) -> String {
     {
         let mut f = family(
             o,
-            "roulette_close_frames_sent_total",
+            name::CLOSE_FRAMES_SENT_TOTAL,
             "counter",
             "Close frames sent, by close code (0 = other).",
         );
@@ -339,7 +407,7 @@ pub fn render(shared: &Shared) -> String {
             .unwrap_or(&[]);
         let mut f = family(
             o,
-            "roulette_match_wait_seconds",
+            name::MATCH_WAIT_SECONDS,
             "histogram",
             "Time from find/next to paired, as the client sees it.",
         );
@@ -348,7 +416,7 @@ pub fn render(shared: &Shared) -> String {
     {
         let mut f = family(
             o,
-            "roulette_loop_iteration_seconds",
+            name::LOOP_ITERATION_SECONDS,
             "histogram",
             "Busy time of one event-loop turn (after poll returns), by shard.",
         );
@@ -372,106 +440,101 @@ pub fn render(shared: &Shared) -> String {
 fn cluster_metrics(o: &mut String, shared: &Shared) {
     use std::sync::atomic::Ordering::Relaxed;
     let Some(c) = &shared.cluster else { return };
-    family(
-        o,
-        "roulette_cluster_info",
-        "gauge",
-        "This node's cluster name.",
-    )
-    .sample(&format!("node=\"{}\"", shared.node_name), 1);
+    family(o, name::CLUSTER_INFO, "gauge", "This node's cluster name.")
+        .sample(&format!("node=\"{}\"", shared.node_name), 1);
     let scalars: [(&'static str, &str, &str, u64); 16] = [
         (
-            "roulette_cluster_redis_up",
+            name::CLUSTER_REDIS_UP,
             "gauge",
             "1 while the Redis link (commands and relay subscription) is up.",
             c.up.load(Relaxed),
         ),
         (
-            "roulette_cluster_nodes",
+            name::CLUSTER_NODES,
             "gauge",
             "Live nodes seen at the last heartbeat (this one included; 0 while Redis is down).",
             c.nodes.load(Relaxed),
         ),
         (
-            "roulette_cluster_online_clients",
+            name::CLUSTER_ONLINE_CLIENTS,
             "gauge",
             "Chat clients on every node (the online count of hello), as of the last heartbeat.",
             shared.online_count(),
         ),
         (
-            "roulette_cluster_redis_connects_total",
+            name::CLUSTER_REDIS_CONNECTS_TOTAL,
             "counter",
             "Attempts to (re)connect to Redis.",
             c.connects.load(Relaxed),
         ),
         (
-            "roulette_cluster_redis_link_losses_total",
+            name::CLUSTER_REDIS_LINK_LOSSES_TOTAL,
             "counter",
             "Times the Redis link was lost (each ends every cross-node chat of this node).",
             c.link_losses.load(Relaxed),
         ),
         (
-            "roulette_cluster_redis_roundtrips_total",
+            name::CLUSTER_REDIS_ROUNDTRIPS_TOTAL,
             "counter",
             "Redis round trips (pipelines, heartbeats).",
             c.roundtrips.load(Relaxed),
         ),
         (
-            "roulette_cluster_redis_errors_total",
+            name::CLUSTER_REDIS_ERRORS_TOTAL,
             "counter",
             "Redis errors: failed connects, commands, malformed replies or payloads.",
             c.errors.load(Relaxed),
         ),
         (
-            "roulette_cluster_records_sent_total",
+            name::CLUSTER_RECORDS_SENT_TOTAL,
             "counter",
             "Records (paired, chat frames, partner_left) published to other nodes.",
             c.records_out.load(Relaxed),
         ),
         (
-            "roulette_cluster_records_received_total",
+            name::CLUSTER_RECORDS_RECEIVED_TOTAL,
             "counter",
             "Records received from other nodes.",
             c.records_in.load(Relaxed),
         ),
         (
-            "roulette_cluster_publishes_total",
+            name::CLUSTER_PUBLISHES_TOTAL,
             "counter",
             "PUBLISH commands (each carries a batch of records for one node).",
             c.publishes.load(Relaxed),
         ),
         (
-            "roulette_cluster_payloads_received_total",
+            name::CLUSTER_PAYLOADS_RECEIVED_TOTAL,
             "counter",
             "Pub/sub payloads received (batches and ticks).",
             c.payloads_in.load(Relaxed),
         ),
         (
-            "roulette_cluster_dropped_while_down_total",
+            name::CLUSTER_DROPPED_WHILE_DOWN_TOTAL,
             "counter",
             "Messages for Redis dropped because the link was down.",
             c.dropped_while_down.load(Relaxed),
         ),
         (
-            "roulette_cluster_pairings_total",
+            name::CLUSTER_PAIRINGS_TOTAL,
             "counter",
             "Pairs made by the cluster queue for users of this node.",
             c.pairs.load(Relaxed),
         ),
         (
-            "roulette_cluster_queued_total",
+            name::CLUSTER_QUEUED_TOTAL,
             "counter",
             "Users put in the cluster queue (no partner anywhere at once).",
             c.queued.load(Relaxed),
         ),
         (
-            "roulette_cluster_nodes_down_total",
+            name::CLUSTER_NODES_DOWN_TOTAL,
             "counter",
             "Other nodes seen to die (heartbeat expired).",
             c.nodes_down.load(Relaxed),
         ),
         (
-            "roulette_cluster_relay_gaps_total",
+            name::CLUSTER_RELAY_GAPS_TOTAL,
             "counter",
             "Relay batches found missing (the pairs with that node were ended).",
             c.gaps.load(Relaxed),
@@ -487,7 +550,7 @@ fn cluster_metrics(o: &mut String, shared: &Shared) {
         .sum();
     family(
         o,
-        "roulette_cluster_chats_ended_total",
+        name::CLUSTER_CHATS_ENDED_TOTAL,
         "counter",
         "Cross-node chats ended with partner_left because a node or the Redis link failed.",
     )
@@ -495,7 +558,7 @@ fn cluster_metrics(o: &mut String, shared: &Shared) {
     let (counts, sum) = c.roundtrip_seconds.snapshot();
     let mut f = family(
         o,
-        "roulette_cluster_redis_roundtrip_seconds",
+        name::CLUSTER_REDIS_ROUNDTRIP_SECONDS,
         "histogram",
         "Time of one Redis round trip (a pipeline or a heartbeat).",
     );
@@ -546,28 +609,28 @@ fn process_metrics(o: &mut String) {
         let cpu = (num(11) + num(12)) / ticks;
         family(
             o,
-            "process_cpu_seconds_total",
+            name::PROCESS_CPU_SECONDS_TOTAL,
             "counter",
             "Total user and system CPU time spent in seconds.",
         )
         .sample("", cpu);
         family(
             o,
-            "process_threads",
+            name::PROCESS_THREADS,
             "gauge",
             "Number of OS threads in the process.",
         )
         .sample("", num(17));
         family(
             o,
-            "process_virtual_memory_bytes",
+            name::PROCESS_VIRTUAL_MEMORY_BYTES,
             "gauge",
             "Virtual memory size in bytes.",
         )
         .sample("", num(20));
         family(
             o,
-            "process_resident_memory_bytes",
+            name::PROCESS_RESIDENT_MEMORY_BYTES,
             "gauge",
             "Resident memory size in bytes.",
         )
@@ -581,7 +644,7 @@ fn process_metrics(o: &mut String) {
         if let Some(btime) = btime {
             family(
                 o,
-                "process_start_time_seconds",
+                name::PROCESS_START_TIME_SECONDS,
                 "gauge",
                 "Start time of the process since unix epoch in seconds.",
             )
@@ -591,7 +654,7 @@ fn process_metrics(o: &mut String) {
     if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
         family(
             o,
-            "process_open_fds",
+            name::PROCESS_OPEN_FDS,
             "gauge",
             "Number of open file descriptors.",
         )
@@ -607,7 +670,7 @@ fn process_metrics(o: &mut String) {
     if got == 0 {
         family(
             o,
-            "process_max_fds",
+            name::PROCESS_MAX_FDS,
             "gauge",
             "Maximum number of open file descriptors.",
         )

@@ -5,7 +5,7 @@
 use super::subscriber::{SubCtl, SubEvent};
 use super::target::{self, Kind};
 use super::wire::{self, Record};
-use super::{parse_uid, uid, ClusterMsg, ClusterStats, NodeTable};
+use super::{parse_uid, uid, ClusterMsg, ClusterStats, NodeTable, HEARTBEAT, TTL};
 use crate::server::Shared;
 use crate::xshard::{ConnId, MatchReq, ShardHandle, ShardMsg, CLUSTER_EPOCH};
 use crossbeam_channel::{Receiver, Sender};
@@ -22,10 +22,6 @@ pub const WITHDRAW_LUA: &str = concat!(include_str!("lib.lua"), include_str!("wi
 pub const AVOID_LUA: &str = concat!(include_str!("lib.lua"), include_str!("avoid.lua"));
 pub const PURGE_LUA: &str = concat!(include_str!("lib.lua"), include_str!("purge.lua"));
 
-/// Heartbeat period, and the lifetime of a heartbeat key: a node silent for `TTL` is dead.
-/// A killed node's partners hear of it within TTL + HEARTBEAT (6 s; PROTOCOL allows 10).
-pub const HEARTBEAT: Duration = Duration::from_secs(1);
-pub const TTL: Duration = Duration::from_secs(5);
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(4);
@@ -55,6 +51,7 @@ pub struct Bridge {
 }
 
 /// Why the link failed or could not be made.
+#[derive(Debug)]
 enum LinkError {
     /// Redis answered as a Redis Cluster endpoint, which cannot work (see
     /// [`target::cluster_refusal`]); the evidence.
@@ -62,28 +59,32 @@ enum LinkError {
     /// No connection (refused, timed out, dropped): worth retrying as it is.
     Unreachable(String),
     /// Redis answered but would not serve us (authentication, TLS, permissions, ...).
-    Other(String),
+    Refused(String),
+    /// The subscription to our channel failed (the subscriber's reason).
+    Subscription(String),
+    /// The subscriber did not confirm our channel in time.
+    NoSubscription,
+    /// The subscriber thread is gone.
+    SubscriberGone,
+    /// Our heartbeat key had expired: the other nodes may have ended our pairs and purged our
+    /// queue entries, so this incarnation cannot go on.
+    HeartbeatExpired,
+    /// The node table's lock was poisoned by a panic elsewhere.
+    TablePoisoned,
 }
 
 impl std::fmt::Display for LinkError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            LinkError::ClusterEndpoint(e) | LinkError::Unreachable(e) | LinkError::Other(e) => {
+            LinkError::ClusterEndpoint(e) | LinkError::Unreachable(e) | LinkError::Refused(e) => {
                 f.write_str(e)
             }
+            LinkError::Subscription(why) => write!(f, "relay subscription failed: {why}"),
+            LinkError::NoSubscription => write!(f, "no pub/sub subscription within {IO_TIMEOUT:?}"),
+            LinkError::SubscriberGone => f.write_str("subscriber thread gone"),
+            LinkError::HeartbeatExpired => f.write_str("our heartbeat had expired"),
+            LinkError::TablePoisoned => f.write_str("node table poisoned"),
         }
-    }
-}
-
-impl From<&str> for LinkError {
-    fn from(s: &str) -> Self {
-        LinkError::Other(s.to_string())
-    }
-}
-
-impl From<String> for LinkError {
-    fn from(s: String) -> Self {
-        LinkError::Other(s)
     }
 }
 
@@ -148,7 +149,7 @@ impl Bridge {
                                 );
                                 down_logged = true;
                             }
-                            LinkError::Other(_) if !down_logged => {
+                            _ if !down_logged => {
                                 error!(
                                     "cluster: cannot use Redis at {} ({e}); pairing on this node only, retrying with backoff",
                                     self.target
@@ -290,7 +291,7 @@ impl Bridge {
         if x.unreachable {
             LinkError::Unreachable(x.text)
         } else {
-            LinkError::Other(x.text)
+            LinkError::Refused(x.text)
         }
     }
 
@@ -352,19 +353,19 @@ impl Bridge {
             .send(SubCtl::Subscribe {
                 channel: channel.clone(),
             })
-            .map_err(|_| "subscriber thread gone".to_string())?;
+            .map_err(|_| LinkError::SubscriberGone)?;
         let deadline = Instant::now() + IO_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.sub_events.recv_timeout(left) {
                 Ok(SubEvent::Subscribed { channel: c }) if c == channel => break,
                 Ok(SubEvent::Lost { channel: c, why }) if c == channel => {
-                    return Err(LinkError::Other(why))
+                    return Err(LinkError::Subscription(why))
                 }
                 Ok(_) => {}
                 Err(_) => {
                     let _ = self.sub_ctl.send(SubCtl::Unsubscribe);
-                    return Err("no pub/sub subscription within 2 s".into());
+                    return Err(LinkError::NoSubscription);
                 }
             }
         }
@@ -396,7 +397,16 @@ impl Bridge {
         Ok(link)
     }
 
-    /// Run one batch as a single pipeline.
+    /// Run one batch as a single pipeline, in the order the messages were sent.
+    ///
+    /// That single pipeline on the single command connection is what orders "avoid" before
+    /// `partner_left`: a shard that ends a chat by `next`/`find` queues `Avoid` and then the
+    /// `partner_left` for a remote partner, in that order, on its one channel to this thread;
+    /// here the `EVALSHA avoid` comes before the `PUBLISH` that carries the record, and Redis
+    /// runs a connection's commands in order. So by the time the partner can act on
+    /// `partner_left` (say, `find` again), the relation is stored and the pairing script
+    /// honours it. Shard messages are taken before the matchmaker's in each turn for the same
+    /// reason: the `Avoid` of a `next` precedes the `Enqueue` that follows it.
     fn execute(&self, l: &mut Link, batch: &mut Vec<ClusterMsg>) -> Result<(), LinkError> {
         let mut pipe = redis::pipe();
         let mut expect: Vec<Expect> = Vec::new();
@@ -406,7 +416,7 @@ impl Bridge {
         let mut publishes = 0u64;
         let table = match self.table.lock() {
             Ok(t) => t,
-            Err(_) => return Err("node table poisoned".into()),
+            Err(_) => return Err(LinkError::TablePoisoned),
         };
         let mut flush = |pipe: &mut redis::Pipeline, payloads: &mut Vec<(u16, Vec<u8>)>| {
             for (node, payload) in payloads.drain(..) {
@@ -628,7 +638,7 @@ impl Bridge {
             // Our heartbeat expired (Redis stalled, or restarted and came back within a
             // beat): the other nodes may have ended our pairs and purged our queue entries.
             // Start over as a new incarnation rather than guess what survived.
-            return Err("our heartbeat had expired".into());
+            return Err(LinkError::HeartbeatExpired);
         }
         l.beats += 1;
         let t0 = Instant::now();

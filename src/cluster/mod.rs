@@ -11,6 +11,7 @@
 //!
 //! See ARCHITECTURE.md ("Cluster") for the design and its trade-offs.
 pub mod bridge;
+pub mod queue;
 pub mod subscriber;
 pub mod target;
 pub mod wire;
@@ -19,6 +20,12 @@ use crate::shard::stats::{AtomicHistogram, MATCH_WAIT_BUCKETS};
 use crate::xshard::{ConnId, Peer};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Heartbeat period, and the lifetime of a heartbeat key: a node silent for `TTL` is dead.
+/// A killed node's partners hear of it within TTL + HEARTBEAT (6 s; the protocol allows 10).
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+pub const TTL: Duration = Duration::from_secs(5);
 
 /// Work for the Redis bridge.
 pub enum ClusterMsg {

@@ -345,7 +345,7 @@ impl Conn {
         self.begin_close(code, close::reason(code), true, slot, core);
     }
 
-    /// Leave the chat and send a close frame (see [`Io::queue_close`]). Only an open
+    /// Leave the chat and send a close frame (`Io::queue_close`). Only an open
     /// connection starts a close.
     pub fn begin_close(
         &mut self,
