@@ -18,6 +18,8 @@
 #   IDLE_PROCESSES (2: a process holds at most ~20000 fds here) RELAY_PROCESSES (1)
 #   SOURCES (4 loopback source addresses) LT_TIMEOUT (30 s per loadtest wait)
 #   SERVERS ("roulette baseline baseline-4k") ROULETTE_ARGS / BASELINE_ARGS (extra flags)
+#     roulette-old: ROULETTE_OLD_BIN, another roulette build with the same flags (before/after)
+#   RATIOS ("roulette/OTHER" for every other server): the ratio columns, as A/B pairs
 #   SKIP_BUILD=1 with ROULETTE_BIN / LOADTEST_BIN / BASELINE_BIN to use prebuilt binaries
 #   OUT (target/bench-compare/DATE): where the JSON of every run, the logs and summary.md go
 set -euo pipefail
@@ -52,7 +54,9 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
   log "building baseline (release, own Cargo.lock and target dir)"
   (cd baseline && env -u CARGO_TARGET_DIR cargo build --release -q)
 fi
-for bin in "$ROULETTE_BIN" "$LOADTEST_BIN" "$BASELINE_BIN"; do
+bins=("$ROULETTE_BIN" "$LOADTEST_BIN")
+case " $SERVERS " in *" baseline"*) bins+=("$BASELINE_BIN") ;; esac
+for bin in "${bins[@]}"; do
   [ -x "$bin" ] || { echo "missing binary: $bin" >&2; exit 1; }
 done
 "$LOADTEST_BIN" --help | grep -q relay || { echo "$LOADTEST_BIN has no relay scenario" >&2; exit 1; }
@@ -77,9 +81,11 @@ start_server() {
   local name=$1 logf=$2 pattern
   : >"$logf" # exists before the server's shell opens it, so the poll below can read it
   case $name in
-    roulette)
+    roulette|roulette-old)
+      local bin=$ROULETTE_BIN
+      [ "$name" = roulette ] || bin=${ROULETTE_OLD_BIN:?roulette-old needs ROULETTE_OLD_BIN}
       # shellcheck disable=SC2086
-      "$ROULETTE_BIN" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
+      "$bin" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
         --rate-limit-per-sec 0 --max-connections 100000 $ROULETTE_ARGS 2>"$logf" &
       pattern='roulette listening on' ;;
     baseline)
@@ -145,9 +151,11 @@ for rep in $(seq 1 "$REPEAT"); do
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
 
-python3 - "$OUT" "$SERVERS" >"$OUT/summary.md" <<'EOF'
+python3 - "$OUT" "$SERVERS" "${RATIOS:-}" >"$OUT/summary.md" <<'EOF'
 import json, os, re, statistics, sys
 out, servers = sys.argv[1], sys.argv[2].split()
+ratios = [tuple(r.split("/", 1)) for r in sys.argv[3].split()] if len(sys.argv) > 3 and sys.argv[3].strip() else \
+    ([("roulette", s) for s in servers if s != "roulette"] if "roulette" in servers else [])
 
 def get(d, *path):
     for p in path:
@@ -202,15 +210,14 @@ def fmt(v):
         return f"{v:.1f}"
     return f"{v:.2f}"
 
-ratio_cols = [s for s in servers if s != "roulette"] if "roulette" in servers else []
-head = ["metric (median of runs)"] + servers + [f"roulette / {s}" for s in ratio_cols]
+head = ["metric (median of runs)"] + servers + [f"{a} / {b}" for a, b in ratios]
 print("| " + " | ".join(head) + " |")
 print("|" + "---|" * len(head))
 for k, by in rows.items():
     med = {s: statistics.median(by[s]) if by.get(s) else None for s in servers}
     cells = [k] + [fmt(med[s]) + (f" (n={len(by[s])})" if by.get(s) and len(by[s]) != max(len(v) for v in by.values()) else "") for s in servers]
-    for s in ratio_cols:
-        a, b = med.get("roulette"), med.get(s)
+    for x, y in ratios:
+        a, b = med.get(x), med.get(y)
         cells.append(f"{a / b:.3g}×" if a is not None and b else "–")
     print("| " + " | ".join(cells) + " |")
 print()
