@@ -597,13 +597,18 @@ mod tests {
             self.c[who].s.ticket
         }
 
+        /// A message for `who`, from anywhere.
+        fn peer(&mut self, who: usize, msg: PeerMsg) {
+            let cx = self.cx(who);
+            let c = &mut self.c[who];
+            c.s.on_peer(msg, &cx, &mut c.rec);
+        }
+
         /// Deliver everything `from` sent so far to its addressees (only these two exist).
         fn carry(&mut self, from: usize) {
             while let Some((to, msg)) = self.c[from].rec.out.pop_front() {
                 let who = self.c.iter().position(|c| c.me == to).expect("addressee");
-                let cx = self.cx(who);
-                let c = &mut self.c[who];
-                c.s.on_peer(msg, &cx, &mut c.rec);
+                self.peer(who, msg);
             }
         }
 
@@ -913,23 +918,19 @@ mod tests {
         p.carry(A);
         p.take(A);
         p.take(B);
-        let cx = p.cx(B);
-        let c = &mut p.c[B];
-        c.s.on_peer(
+        p.peer(
+            B,
             PeerMsg::Relay {
                 epoch: epoch - 1,
                 frame: b"old".to_vec().into(),
             },
-            &cx,
-            &mut c.rec,
         );
-        c.s.on_peer(
+        p.peer(
+            B,
             PeerMsg::PartnerLeft {
                 epoch: epoch - 1,
                 avoid: false,
             },
-            &cx,
-            &mut c.rec,
         );
         assert!(p.take(B).is_empty());
         assert_eq!(p.c[B].s.phase(), ChatPhase::Paired);
@@ -964,25 +965,21 @@ mod tests {
         // B now avoids too; pairing with someone else on this node clears it...
         p.text(B, r#"{"type":"find"}"#);
         let tb = p.ticket(B);
-        let cx = p.cx(B);
-        let c = &mut p.c[B];
-        c.s.on_peer(
+        p.peer(
+            B,
             PeerMsg::Paired {
                 ticket: tb,
                 partner: id(9),
                 epoch: 50,
                 common: vec![],
             },
-            &cx,
-            &mut c.rec,
         );
         assert_eq!(p.c[B].rec.cluster, ["clear 2"]);
         // ...while a pairing made by the cluster queue (which clears it itself) does not.
         p.text(A, r#"{"type":"find"}"#);
         let ta = p.ticket(A);
-        let cx = p.cx(A);
-        let c = &mut p.c[A];
-        c.s.on_peer(
+        p.peer(
+            A,
             PeerMsg::Paired {
                 ticket: ta,
                 partner: ConnId {
@@ -994,8 +991,6 @@ mod tests {
                 epoch: 51 | CLUSTER_EPOCH,
                 common: vec![],
             },
-            &cx,
-            &mut c.rec,
         );
         assert_eq!(p.c[A].rec.cluster, ["avoid 1 2"]);
         // A partner on another node claimed A from the cluster queue: the matchmaker is told.
@@ -1026,17 +1021,14 @@ mod tests {
         let mut p = Pair::new(true);
         p.text(A, r#"{"type":"find"}"#);
         let ta = p.ticket(A);
-        let cx = p.cx(A);
-        let c = &mut p.c[A];
-        c.s.on_peer(
+        p.peer(
+            A,
             PeerMsg::Paired {
                 ticket: ta,
                 partner: remote,
                 epoch: 7 | CLUSTER_EPOCH,
                 common: vec![],
             },
-            &cx,
-            &mut c.rec,
         );
         p.take(A);
         let cx = p.cx(A);
