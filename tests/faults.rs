@@ -19,7 +19,7 @@ mod util;
 use serde_json::Value;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tungstenite::Message;
 use util::*;
@@ -34,13 +34,6 @@ const FAULT_MIN: Duration = Duration::from_secs(2);
 /// slowness (the server under test is a debug build sharing two cores with the clients;
 /// four floods at once delay the pair by 1-2 s there).
 const MAX_PAIR_LATENCY: Duration = Duration::from_secs(5);
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// One fault test at a time (taken before the watchdog, so waiting does not count).
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// The server's state before the fault: open descriptors with the unrelated pair connected.
 struct Baseline {

@@ -1,11 +1,32 @@
 //! A real redis-server for cluster tests, and nodes clustered on it.
 
 use super::http::find;
-use super::server::Server;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
+use super::server::{die_with_test, stop_child, Server};
+use super::sockets::free_port;
+use std::ffi::OsStr;
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// `redis-server` on loopback in the foreground with persistence off, killed with the test;
+/// `args` come after these (a later option overrides an earlier one).
+pub fn spawn_redis<I, S>(args: I) -> Child
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(["--daemonize", "no"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    die_with_test(&mut cmd);
+    cmd.spawn().unwrap_or_else(|e| {
+        panic!("cannot start redis-server ({e}): scripts/test.sh installs it (apt-get install redis-server)")
+    })
+}
 
 /// `redis-server` on a free loopback port, persistence off, killed with the test.
 pub struct Redis {
@@ -15,46 +36,24 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Redis {
-        let port = {
-            let l = TcpListener::bind("127.0.0.1:0").expect("a free port");
-            l.local_addr().expect("addr").port()
+        let mut r = Redis {
+            child: None,
+            port: free_port(),
         };
-        let mut r = Redis { child: None, port };
         r.launch();
         r
     }
 
     pub fn launch(&mut self) {
-        let mut cmd = Command::new("redis-server");
-        cmd.args([
+        let port = self.port.to_string();
+        let child = spawn_redis([
             "--port",
-            &self.port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--daemonize",
-            "no",
+            &port,
             "--protected-mode",
             "yes",
             "--loglevel",
             "warning",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        // SAFETY: prctl is async-signal-safe; if the test dies, Redis goes with it.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().unwrap_or_else(|e| {
-            panic!("cannot start redis-server ({e}): scripts/test.sh installs it (apt-get install redis-server)")
-        });
+        ]);
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.ping() {
@@ -138,10 +137,7 @@ impl Redis {
 
     /// Kill Redis (its data dies with it: nothing is persisted).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        stop_child(&mut self.child);
     }
 }
 

@@ -1,17 +1,27 @@
 //! The server under test: the real binary started on port 0 with its log captured, a run
 //! per shard count, and a watchdog per test.
 
+use super::http::get;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Deadline for anything that should happen "at once".
 pub const SOON: Duration = Duration::from_secs(5);
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// One test of this binary at a time, for tests that start several processes or whose
+/// timings must not be skewed by each other's load (taken before the watchdog, so waiting
+/// does not count). A test that failed does not poison it for the others.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Aborts the whole test process if the test holding it runs longer than allowed (a hung
 /// test must fail, not stall CI). Dropping it disarms it.
@@ -85,12 +95,7 @@ impl Server {
         };
         cmd.args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"]);
         cmd.args(args);
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("ROULETTE_") {
-                cmd.env_remove(&k);
-            }
-        }
-        cmd.env_remove("JOURNAL_STREAM");
+        clean_env(&mut cmd);
         cmd.env("RUST_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
@@ -98,14 +103,7 @@ impl Server {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        // If the test process dies (watchdog abort), take the server with it.
-        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        die_with_test(&mut cmd);
         let mut child = cmd.spawn().expect("spawn the roulette binary");
         let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -211,6 +209,76 @@ impl Server {
     pub fn url(&self, path: &str) -> String {
         format!("ws://{}{}", self.addr, path)
     }
+
+    /// One scrape of the metrics endpoint: the value of an unlabelled sample.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        get(self.metrics_addr, "/metrics")
+            .body_str()
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// Wait until the unlabelled sample `name` is `want`.
+    pub fn wait_metric(&self, name: &str, want: f64, within: Duration) {
+        self.wait_metric_until(name, |v| v == want, &want.to_string(), within);
+    }
+
+    /// Wait until the unlabelled sample `name` is at least `want`.
+    pub fn wait_metric_at_least(&self, name: &str, want: f64, within: Duration) {
+        self.wait_metric_until(name, |v| v >= want, &format!("at least {want}"), within);
+    }
+
+    fn wait_metric_until(
+        &self,
+        name: &str,
+        ok: impl Fn(f64) -> bool,
+        expected: &str,
+        within: Duration,
+    ) {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.metric(name);
+            if got.is_some_and(&ok) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} is {got:?}, expected {expected} within {within:?}; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The binary sees only what the test gives it: no inherited `ROULETTE_*` settings, and no
+/// `JOURNAL_STREAM` (which would switch its log format).
+pub fn clean_env(cmd: &mut Command) {
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("ROULETTE_") {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd.env_remove("JOURNAL_STREAM");
+}
+
+/// If the test process dies (watchdog abort), the child goes with it.
+pub fn die_with_test(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+/// Kill and reap the child, if there still is one.
+pub fn stop_child(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
 }
 
 fn token_after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
@@ -220,10 +288,7 @@ fn token_after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        stop_child(&mut self.child);
         if let Some(r) = self.reader.take() {
             let _ = r.join();
         }

@@ -1,7 +1,8 @@
-//! Socket tricks for fault injection: abrupt resets and chosen source addresses.
+//! Sockets beyond a plain connect: abrupt resets and chosen source addresses for fault
+//! injection, and a free port for a process to listen on.
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 
 /// Set `SO_LINGER {on, 0}`: closing the socket then sends a TCP reset instead of a FIN.
 pub fn set_linger_zero(s: &TcpStream) {
@@ -83,4 +84,12 @@ pub fn connect_from(src: std::net::Ipv4Addr, dst: SocketAddr) -> io::Result<TcpS
         }
         Ok(s)
     }
+}
+
+/// A loopback port nobody listens on now (for a process to bind, or to be refused at).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
