@@ -15,8 +15,6 @@ use util::*;
 
 /// How long PROTOCOL.md allows for a partner on a failed node or link to be told.
 const FAILURE_BOUND: Duration = Duration::from_secs(10);
-const WAITING: &str = r#"{"type":"waiting"}"#;
-const PARTNER_LEFT: &str = r#"{"type":"partner_left"}"#;
 
 // ---------------------------------------------------------------------------------------------
 // Redis and nodes
@@ -46,21 +44,6 @@ fn pair_across(
     b.send_text(&msg("hello a"));
     a.expect_json(&msg("hello a"));
     (a, b, common_a)
-}
-
-/// `n` numbered messages each way, interleaved; each side must receive the other's in order,
-/// exactly once.
-fn exchange(a: &mut Client, b: &mut Client, n: usize, tag: &str) {
-    for i in 0..n {
-        a.send_text(&msg(&format!("{tag} a->b {i}")));
-        b.send_text(&msg(&format!("{tag} b->a {i}")));
-    }
-    for i in 0..n {
-        b.expect_json(&msg(&format!("{tag} a->b {i}")));
-    }
-    for i in 0..n {
-        a.expect_json(&msg(&format!("{tag} b->a {i}")));
-    }
 }
 
 /// Wait for `partner_left`.

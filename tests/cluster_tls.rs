@@ -8,13 +8,12 @@ mod util;
 
 use std::ffi::OsStr;
 use std::io::Read;
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use util::*;
 
-const WAITING: &str = r#"{"type":"waiting"}"#;
 /// The ACL user's password; distinctive, so a leak cannot hide behind a common word.
 const SECRET: &str = "s3cr3t-pw-7f2a91";
 /// Long enough for two reconnect attempts (backoff 0.25 s, then 0.5 s) and a start check.
@@ -229,33 +228,6 @@ fn node(name: &str, cluster_args: &[&str]) -> Server {
     Server::start_with_env(&args, &[("RUST_LOG", "info,roulette::cluster=debug")])
 }
 
-/// `a` on one node and `b` on another, both with the interest `tag` and nobody else
-/// anywhere: they can only meet through Redis. Each side must see the other's message.
-fn pair_across(a_at: SocketAddr, b_at: SocketAddr, tag: &str) -> (Client, Client) {
-    let mut a = chat(a_at);
-    let mut b = chat(b_at);
-    a.send_text(&find_msg(&[tag]));
-    a.expect_json(WAITING);
-    b.send_text(&find_msg(&[tag]));
-    assert_eq!(b.expect_paired(), vec![tag.to_string()]);
-    assert_eq!(a.expect_paired(), vec![tag.to_string()]);
-    (a, b)
-}
-
-/// `n` numbered messages each way, interleaved; each side gets the other's in order.
-fn exchange(a: &mut Client, b: &mut Client, n: usize, tag: &str) {
-    for i in 0..n {
-        a.send_text(&msg(&format!("{tag} a->b {i}")));
-        b.send_text(&msg(&format!("{tag} b->a {i}")));
-    }
-    for i in 0..n {
-        b.expect_json(&msg(&format!("{tag} a->b {i}")));
-    }
-    for i in 0..n {
-        a.expect_json(&msg(&format!("{tag} b->a {i}")));
-    }
-}
-
 /// The node's Redis link failed (`needles` all in the one error line, logged once), stays
 /// down through further attempts, and two users of this node still pair and chat.
 fn assert_link_refused_and_local_chat_works(n: &mut Server, needles: &[&str]) -> String {
@@ -377,10 +349,10 @@ fn two_nodes_pair_and_relay_through_a_tls_redis_as_an_acl_user() {
         );
     }
 
-    let (mut a, mut b) = pair_across(n1.addr, n2.addr, "tls");
+    let (mut a, mut b) = pair_tagged(n1.addr, n2.addr, "tls");
     exchange(&mut a, &mut b, 200, "over tls");
     // And the other way round: a user of n2 waits, one of n1 finds.
-    let (mut c, mut d) = pair_across(n2.addr, n1.addr, "tls-too");
+    let (mut c, mut d) = pair_tagged(n2.addr, n1.addr, "tls-too");
     exchange(&mut c, &mut d, 50, "again");
     for n in [&n1, &n2] {
         assert_eq!(n.metric("roulette_cluster_redis_up"), Some(1.0));

@@ -486,18 +486,6 @@ fn keep_going(done: usize, min: usize, since: Instant) -> bool {
     done < min || (since.elapsed() < FAULT_MIN && done < 50 * min)
 }
 
-/// Two chat clients paired with each other on the interest `tag`.
-fn pair_on(addr: SocketAddr, tag: &str) -> (Client, Client) {
-    let mut a = chat(addr);
-    let mut b = chat(addr);
-    a.send_text(&find_msg(&[tag]));
-    a.expect_json(r#"{"type":"waiting"}"#);
-    b.send_text(&find_msg(&[tag]));
-    assert_eq!(b.expect_paired(), vec![tag.to_string()]);
-    assert_eq!(a.expect_paired(), vec![tag.to_string()]);
-    (a, b)
-}
-
 /// Reset a tungstenite client's connection.
 fn reset_client(c: Client) {
     let s = c.ws.get_ref().try_clone().expect("clone the socket");
@@ -585,7 +573,7 @@ fn abrupt_resets_mid_handshake_and_mid_frame() {
     while keep_going(pairs, 60, fault) {
         let i = pairs;
         // A tag of their own: the other threads' clients look for strangers too.
-        let (mut a, mut b) = pair_on(addr, &format!("reset-pair-{i}"));
+        let (mut a, mut b) = pair_tagged(addr, addr, &format!("reset-pair-{i}"));
         let k = 1 + i % 3;
         let to_a = i % 4 != 0;
         if to_a {
@@ -658,7 +646,7 @@ fn abrupt_resets_mid_handshake_and_mid_frame() {
         lost.join("\n")
     );
     // The server still serves new pairs.
-    let (mut a, mut b) = pair_on(addr, "after-resets");
+    let (mut a, mut b) = pair_tagged(addr, addr, "after-resets");
     a.send_text(&msg("after"));
     b.expect_json(&msg("after"));
     drop((a, b));
@@ -1455,7 +1443,7 @@ fn running_out_of_file_descriptors_then_recovering() {
     );
     drop(refused);
     // A new pair can connect, upgrade, pair and chat.
-    let (mut a, mut b) = pair_on(server.addr, "after-emfile");
+    let (mut a, mut b) = pair_tagged(server.addr, server.addr, "after-emfile");
     a.send_text(&msg("back"));
     b.expect_json(&msg("back"));
     assert!(

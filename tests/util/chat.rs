@@ -1,6 +1,6 @@
 //! An unrelated pair that keeps chatting while a fault is going on, and what it saw.
 
-use super::ws::{chat, find_msg, msg, Client, Recv};
+use super::ws::{msg, pair_tagged, Client, Recv};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -83,13 +83,7 @@ pub const CHATTER_TAG: &str = "unrelated-pair";
 
 impl Chatter {
     pub fn start(addr: SocketAddr, interval: Duration) -> Chatter {
-        let mut a = chat(addr);
-        let mut b = chat(addr);
-        a.send_text(&find_msg(&[CHATTER_TAG]));
-        a.expect_json(r#"{"type":"waiting"}"#);
-        b.send_text(&find_msg(&[CHATTER_TAG]));
-        assert_eq!(b.expect_paired(), vec![CHATTER_TAG.to_string()]);
-        assert_eq!(a.expect_paired(), vec![CHATTER_TAG.to_string()]);
+        let (a, b) = pair_tagged(addr, addr, CHATTER_TAG);
         let stop = Arc::new(AtomicBool::new(false));
         let delivered: Arc<[std::sync::atomic::AtomicU32; 2]> = Arc::new(Default::default());
         let (stop2, delivered2) = (stop.clone(), delivered.clone());

@@ -7,6 +7,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 use tungstenite::{Message, WebSocket};
 
+pub const WAITING: &str = r#"{"type":"waiting"}"#;
+pub const PARTNER_LEFT: &str = r#"{"type":"partner_left"}"#;
+
 pub enum Recv {
     Msg(Message),
     Timeout,
@@ -44,11 +47,39 @@ pub fn pair(addr: SocketAddr) -> (Client, Client) {
     let mut a = chat(addr);
     let mut b = chat(addr);
     a.send_text(r#"{"type":"find"}"#);
-    a.expect_json(r#"{"type":"waiting"}"#);
+    a.expect_json(WAITING);
     b.send_text(r#"{"type":"find"}"#);
     assert_eq!(b.expect_paired(), Vec::<String>::new());
     assert_eq!(a.expect_paired(), Vec::<String>::new());
     (a, b)
+}
+
+/// `a` on `a_at` and `b` on `b_at` (the same server or two cluster nodes), paired with each
+/// other on the interest `tag`, which no other client may use.
+pub fn pair_tagged(a_at: SocketAddr, b_at: SocketAddr, tag: &str) -> (Client, Client) {
+    let mut a = chat(a_at);
+    let mut b = chat(b_at);
+    a.send_text(&find_msg(&[tag]));
+    a.expect_json(WAITING);
+    b.send_text(&find_msg(&[tag]));
+    assert_eq!(b.expect_paired(), vec![tag.to_string()]);
+    assert_eq!(a.expect_paired(), vec![tag.to_string()]);
+    (a, b)
+}
+
+/// `n` numbered messages each way, interleaved; each side must receive the other's in order,
+/// exactly once.
+pub fn exchange(a: &mut Client, b: &mut Client, n: usize, tag: &str) {
+    for i in 0..n {
+        a.send_text(&msg(&format!("{tag} a->b {i}")));
+        b.send_text(&msg(&format!("{tag} b->a {i}")));
+    }
+    for i in 0..n {
+        b.expect_json(&msg(&format!("{tag} a->b {i}")));
+    }
+    for i in 0..n {
+        a.expect_json(&msg(&format!("{tag} b->a {i}")));
+    }
 }
 
 pub fn find_msg(interests: &[&str]) -> String {
