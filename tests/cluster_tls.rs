@@ -23,47 +23,11 @@ const LINK_WAIT: Duration = Duration::from_secs(15);
 // Files, certificates and Redis processes
 // ---------------------------------------------------------------------------------------------
 
-/// A scratch directory, removed with the test.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let p =
-            std::env::temp_dir().join(format!("roulette-{tag}-{}-{nanos:08x}", std::process::id()));
-        std::fs::create_dir_all(&p).expect("create a scratch directory");
-        TempDir(p)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let p = self.path(name);
-        std::fs::write(&p, contents).expect("write a scratch file");
-        p
-    }
-
-    fn s(&self, name: &str) -> String {
-        self.path(name).to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Run `openssl` in `dir` with these whitespace-separated arguments (no value has a space).
 fn openssl(dir: &TempDir, args: &str) {
     let out = Command::new("openssl")
         .args(args.split_whitespace())
-        .current_dir(&dir.0)
+        .current_dir(dir.root())
         .output()
         .unwrap_or_else(|e| panic!("cannot run openssl ({e}): scripts/test.sh installs it"));
     assert!(
@@ -122,7 +86,7 @@ impl RedisProc {
             OsStr::new("--loglevel"),
             OsStr::new("notice"),
             OsStr::new("--dir"),
-            dir.0.as_os_str(),
+            dir.root().as_os_str(),
             OsStr::new("--logfile"),
             log.as_os_str(),
         ];

@@ -21,6 +21,8 @@ mod server;
 #[allow(dead_code)]
 mod sockets;
 #[allow(dead_code)]
+mod tempdir;
+#[allow(dead_code)]
 mod ws;
 
 #[allow(unused_imports)]
@@ -37,5 +39,7 @@ pub use redis::*;
 pub use server::*;
 #[allow(unused_imports)]
 pub use sockets::*;
+#[allow(unused_imports)]
+pub use tempdir::*;
 #[allow(unused_imports)]
 pub use ws::*;
