@@ -17,7 +17,7 @@ use util::*;
 const FAILURE_BOUND: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------------
-// Redis and nodes
+// Pairs across nodes
 // ---------------------------------------------------------------------------------------------
 
 /// `a` on one node and `b` on another find with these interests; both must be paired with
