@@ -19,15 +19,9 @@ fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     v
 }
 
-const WAITING: &str = r#"{"type":"waiting"}"#;
-const PARTNER_LEFT: &str = r#"{"type":"partner_left"}"#;
 const FIND: &str = r#"{"type":"find"}"#;
 const NEXT: &str = r#"{"type":"next"}"#;
 const LEAVE: &str = r#"{"type":"leave"}"#;
-
-fn relayed(text: &str) -> String {
-    json!({"type":"message","text":text}).to_string()
-}
 
 /// Connect, read `hello`, send a find with these interests and expect `waiting`.
 fn waiting_with(addr: std::net::SocketAddr, interests: &[&str]) -> Client {
@@ -154,15 +148,15 @@ fn message_is_relayed_trimmed_and_otherwise_exact() {
             "x",
         ] {
             a.send_text(&msg(text));
-            b.expect_json(&relayed(text.trim()));
+            b.expect_json(&msg(text.trim()));
             b.send_text(&msg(text));
-            a.expect_json(&relayed(text.trim()));
+            a.expect_json(&msg(text.trim()));
         }
         // Fields that belong to other types are ignored.
         a.send_text(
             r#"{"type":"message","text":" ok ","interests":5,"active":"no","extra":{"x":[1]}}"#,
         );
-        b.expect_json(&relayed("ok"));
+        b.expect_json(&msg("ok"));
         a.expect_no_reply();
     });
 }
@@ -187,9 +181,9 @@ fn typing_is_forwarded_in_order_with_messages() {
         }
         b.ws.flush().unwrap();
         a.expect_json(r#"{"type":"typing","active":true}"#);
-        a.expect_json(&relayed("one"));
+        a.expect_json(&msg("one"));
         a.expect_json(r#"{"type":"typing","active":false}"#);
-        a.expect_json(&relayed("two"));
+        a.expect_json(&msg("two"));
         a.expect_no_reply();
         b.expect_no_reply();
     });
@@ -295,7 +289,7 @@ fn next_while_chatting_requeues_and_never_repairs_the_same_two() {
         assert_eq!(q.expect_paired(), ["x"]);
         // And they chat.
         p.send_text(&msg("again"));
-        q.expect_json(&relayed("again"));
+        q.expect_json(&msg("again"));
     });
 }
 
@@ -442,7 +436,7 @@ fn rejected_find_changes_nothing() {
         a.send_text(r#"{"type":"find","interests":["#);
         a.expect_error("bad_json");
         a.send_text(&msg("still here"));
-        b.expect_json(&relayed("still here"));
+        b.expect_json(&msg("still here"));
         b.expect_no_reply();
         // While waiting: the old place and interests are kept.
         let mut p = waiting_with(server.addr, &["p"]);
@@ -496,7 +490,7 @@ fn leave_in_each_state() {
         c.expect_paired();
         b.expect_paired();
         b.send_text(&msg("hi again"));
-        c.expect_json(&relayed("hi again"));
+        c.expect_json(&msg("hi again"));
     });
 }
 
@@ -571,7 +565,7 @@ fn bad_json_in_every_state() {
             a.expect_error_for("bad_json", bad);
         }
         a.send_text(&msg("after the errors"));
-        b.expect_json(&relayed("after the errors"));
+        b.expect_json(&msg("after the errors"));
         b.expect_no_reply();
     });
 }
@@ -646,7 +640,7 @@ fn text_length_counts_characters_after_trimming() {
         for unit in ["a", "é", "€", "😀", "\"", "\u{1}"] {
             let ok = unit.repeat(2000);
             a.send_text(&msg(&ok));
-            b.expect_json(&relayed(&ok));
+            b.expect_json(&msg(&ok));
             let over = unit.repeat(2001);
             a.send_text(&msg(&over));
             a.expect_error_for("too_long", &format!("2001 × {unit}"));
@@ -654,7 +648,7 @@ fn text_length_counts_characters_after_trimming() {
         // Whitespace around does not count.
         let padded = format!("  \n{}\t ", "b".repeat(2000));
         a.send_text(&msg(&padded));
-        b.expect_json(&relayed(&"b".repeat(2000)));
+        b.expect_json(&msg(&"b".repeat(2000)));
         // Inner whitespace does.
         let inner = format!("{} {}", "c".repeat(1000), "c".repeat(1000));
         a.send_text(&msg(&inner));
@@ -680,7 +674,7 @@ fn max_text_chars_flag_sets_the_limit() {
     ]);
     let (mut a, mut b) = pair(server.addr);
     a.send_text(&msg(" 0123456789 "));
-    b.expect_json(&relayed("0123456789"));
+    b.expect_json(&msg("0123456789"));
     a.send_text(&msg("0123456789x"));
     a.expect_error("too_long");
     let env = Server::start_with_env(
@@ -689,7 +683,7 @@ fn max_text_chars_flag_sets_the_limit() {
     );
     let (mut a, mut b) = pair(env.addr);
     a.send_text(&msg("éééé€"));
-    b.expect_json(&relayed("éééé€"));
+    b.expect_json(&msg("éééé€"));
     a.send_text(&msg("123456"));
     a.expect_error("too_long");
 }
@@ -998,7 +992,7 @@ fn partner_left_arrives_after_every_message() {
                 a.ws.get_ref().shutdown(std::net::Shutdown::Both).unwrap();
             }
             for i in 0..30 {
-                b.expect_json(&relayed(&format!("{ending} {i}")));
+                b.expect_json(&msg(&format!("{ending} {i}")));
             }
             b.expect_json(PARTNER_LEFT);
             b.expect_no_reply();
@@ -1029,12 +1023,12 @@ fn nothing_from_a_previous_partner_reaches_a_later_one() {
         c.expect_paired();
         a.expect_paired();
         for i in 0..50 {
-            b.expect_json(&relayed(&format!("for b {i}")));
+            b.expect_json(&msg(&format!("for b {i}")));
         }
         b.expect_json(PARTNER_LEFT);
         c.expect_no_reply();
         a.send_text(&msg("for c"));
-        c.expect_json(&relayed("for c"));
+        c.expect_json(&msg("for c"));
         // And b's later partner gets nothing of a's either.
         b.send_text(FIND);
         b.expect_json(WAITING);
@@ -1045,7 +1039,7 @@ fn nothing_from_a_previous_partner_reaches_a_later_one() {
         d.expect_no_reply();
         // Messages c sends now reach a only.
         c.send_text(&msg("for a"));
-        a.expect_json(&relayed("for a"));
+        a.expect_json(&msg("for a"));
         b.expect_no_reply();
         d.expect_no_reply();
     });

@@ -8,49 +8,17 @@
 mod util;
 
 use serde_json::Value;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use util::*;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// How long PROTOCOL.md allows for a partner on a failed node or link to be told.
 const FAILURE_BOUND: Duration = Duration::from_secs(10);
-const WAITING: &str = r#"{"type":"waiting"}"#;
-const PARTNER_LEFT: &str = r#"{"type":"partner_left"}"#;
 
 // ---------------------------------------------------------------------------------------------
-// Redis and nodes
+// Pairs across nodes
 // ---------------------------------------------------------------------------------------------
-
-/// One scrape of a node's metrics endpoint: the value of an unlabelled sample.
-fn metric(server: &Server, name: &str) -> Option<f64> {
-    let r = get(server.metrics_addr, "/metrics");
-    let body = r.body_str();
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
-fn wait_metric(server: &Server, name: &str, want: f64, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let got = metric(server, name);
-        if got == Some(want) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} is {got:?}, expected {want} within {within:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// `a` on one node and `b` on another find with these interests; both must be paired with
 /// each other (checked by a message each way). Returns (a, b, common).
@@ -76,21 +44,6 @@ fn pair_across(
     b.send_text(&msg("hello a"));
     a.expect_json(&msg("hello a"));
     (a, b, common_a)
-}
-
-/// `n` numbered messages each way, interleaved; each side must receive the other's in order,
-/// exactly once.
-fn exchange(a: &mut Client, b: &mut Client, n: usize, tag: &str) {
-    for i in 0..n {
-        a.send_text(&msg(&format!("{tag} a->b {i}")));
-        b.send_text(&msg(&format!("{tag} b->a {i}")));
-    }
-    for i in 0..n {
-        b.expect_json(&msg(&format!("{tag} a->b {i}")));
-    }
-    for i in 0..n {
-        a.expect_json(&msg(&format!("{tag} b->a {i}")));
-    }
 }
 
 /// Wait for `partner_left`.
@@ -138,13 +91,27 @@ fn users_on_different_nodes_pair_and_chat_in_order_both_ways() {
     y.expect_json(PARTNER_LEFT);
 
     for (i, n) in c.nodes.iter().enumerate() {
-        let out = metric(n, "roulette_cluster_records_sent_total").unwrap_or(0.0);
-        let inn = metric(n, "roulette_cluster_records_received_total").unwrap_or(0.0);
+        let out = n
+            .metric("roulette_cluster_records_sent_total")
+            .unwrap_or(0.0);
+        let inn = n
+            .metric("roulette_cluster_records_received_total")
+            .unwrap_or(0.0);
         eprintln!("node n{}: {out} records sent, {inn} received", i + 1);
-        assert_eq!(metric(n, "roulette_cluster_redis_up"), Some(1.0));
+        assert_eq!(n.metric("roulette_cluster_redis_up"), Some(1.0));
     }
-    assert!(metric(&c.nodes[0], "roulette_cluster_records_sent_total").unwrap_or(0.0) >= 300.0);
-    assert!(metric(&c.nodes[2], "roulette_cluster_records_received_total").unwrap_or(0.0) >= 300.0);
+    assert!(
+        c.nodes[0]
+            .metric("roulette_cluster_records_sent_total")
+            .unwrap_or(0.0)
+            >= 300.0
+    );
+    assert!(
+        c.nodes[2]
+            .metric("roulette_cluster_records_received_total")
+            .unwrap_or(0.0)
+            >= 300.0
+    );
 }
 
 #[test]
@@ -243,15 +210,13 @@ fn a_killed_node_ends_its_cross_node_chats_within_10_s_and_its_queue_entries_die
     assert_eq!(z.expect_paired(), vec!["lonely".to_string()]);
     exchange(&mut a, &mut z, 20, "survivors");
     assert!(
-        metric(&c.nodes[0], "roulette_cluster_nodes_down_total").unwrap_or(0.0) >= 1.0,
+        c.nodes[0]
+            .metric("roulette_cluster_nodes_down_total")
+            .unwrap_or(0.0)
+            >= 1.0,
         "n1 counted the dead node"
     );
-    wait_metric(
-        &c.nodes[0],
-        "roulette_cluster_nodes",
-        2.0,
-        Duration::from_secs(3),
-    );
+    c.nodes[0].wait_metric("roulette_cluster_nodes", 2.0, Duration::from_secs(3));
 }
 
 #[test]
@@ -271,7 +236,7 @@ fn a_redis_outage_ends_cross_node_chats_keeps_local_ones_and_pairing_resumes_aft
     let tb = stopped.elapsed();
     eprintln!("Redis stopped: partner_left after {ta:?} (n1) and {tb:?} (n2)");
     for n in &c.nodes {
-        wait_metric(n, "roulette_cluster_redis_up", 0.0, Duration::from_secs(3));
+        n.wait_metric("roulette_cluster_redis_up", 0.0, Duration::from_secs(3));
     }
     // Local chats go on, and local pairing still works during the outage.
     exchange(&mut x, &mut y, 50, "during outage");
@@ -319,8 +284,12 @@ fn a_redis_outage_ends_cross_node_chats_keeps_local_ones_and_pairing_resumes_aft
     let (mut e, mut f, _) = pair_across(c.addr(1), &["z"], c.addr(2), &["z"]);
     exchange(&mut e, &mut f, 20, "new");
     for n in &c.nodes {
-        assert_eq!(metric(n, "roulette_cluster_redis_up"), Some(1.0));
-        assert!(metric(n, "roulette_cluster_redis_link_losses_total").unwrap_or(0.0) >= 1.0);
+        assert_eq!(n.metric("roulette_cluster_redis_up"), Some(1.0));
+        assert!(
+            n.metric("roulette_cluster_redis_link_losses_total")
+                .unwrap_or(0.0)
+                >= 1.0
+        );
     }
     drop(b);
 }
@@ -403,12 +372,7 @@ fn hello_counts_the_clients_of_every_node() {
         drop(probe);
         std::thread::sleep(Duration::from_millis(200));
     }
-    wait_metric(
-        &c.nodes[0],
-        "roulette_cluster_nodes",
-        3.0,
-        Duration::from_secs(3),
-    );
+    c.nodes[0].wait_metric("roulette_cluster_nodes", 3.0, Duration::from_secs(3));
 }
 
 #[test]
@@ -416,10 +380,7 @@ fn a_node_whose_redis_is_down_at_start_serves_alone_and_says_so_once() {
     let _g = serial();
     let _w = watchdog(60);
     // A port nobody listens on.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
+    let port = free_port();
     let url = format!("redis://127.0.0.1:{port}");
     let mut node = Server::start(&["--cluster", &url, "--rate-limit-per-sec", "0"]);
     let (mut a, mut b) = pair(node.addr);
@@ -431,8 +392,12 @@ fn a_node_whose_redis_is_down_at_start_serves_alone_and_says_so_once() {
         1,
         "the outage is logged once:\n{log}"
     );
-    assert_eq!(metric(&node, "roulette_cluster_redis_up"), Some(0.0));
-    assert!(metric(&node, "roulette_cluster_redis_connects_total").unwrap_or(0.0) >= 3.0);
+    assert_eq!(node.metric("roulette_cluster_redis_up"), Some(0.0));
+    assert!(
+        node.metric("roulette_cluster_redis_connects_total")
+            .unwrap_or(0.0)
+            >= 3.0
+    );
     node.assert_running();
 
     // A bad URL is refused at start with a clear message.

@@ -6,23 +6,14 @@
 //! errors.
 mod util;
 
+use std::ffi::OsStr;
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use util::*;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// One test at a time: each starts several processes, and the machine is small.
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-const WAITING: &str = r#"{"type":"waiting"}"#;
 /// The ACL user's password; distinctive, so a leak cannot hide behind a common word.
 const SECRET: &str = "s3cr3t-pw-7f2a91";
 /// Long enough for two reconnect attempts (backoff 0.25 s, then 0.5 s) and a start check.
@@ -32,47 +23,11 @@ const LINK_WAIT: Duration = Duration::from_secs(15);
 // Files, certificates and Redis processes
 // ---------------------------------------------------------------------------------------------
 
-/// A scratch directory, removed with the test.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let p =
-            std::env::temp_dir().join(format!("roulette-{tag}-{}-{nanos:08x}", std::process::id()));
-        std::fs::create_dir_all(&p).expect("create a scratch directory");
-        TempDir(p)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let p = self.path(name);
-        std::fs::write(&p, contents).expect("write a scratch file");
-        p
-    }
-
-    fn s(&self, name: &str) -> String {
-        self.path(name).to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Run `openssl` in `dir` with these whitespace-separated arguments (no value has a space).
 fn openssl(dir: &TempDir, args: &str) {
     let out = Command::new("openssl")
         .args(args.split_whitespace())
-        .current_dir(&dir.0)
+        .current_dir(dir.root())
         .output()
         .unwrap_or_else(|e| panic!("cannot run openssl ({e}): scripts/test.sh installs it"));
     assert!(
@@ -117,13 +72,6 @@ fn words(s: &str) -> Vec<String> {
     s.split_whitespace().map(str::to_string).collect()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// A `redis-server` started with these arguments (persistence off, killed with the test).
 struct RedisProc {
     child: Option<Child>,
@@ -134,26 +82,15 @@ struct RedisProc {
 impl RedisProc {
     fn start(port: u16, args: &[String], dir: &TempDir, log_name: &str) -> RedisProc {
         let log = dir.path(log_name);
-        let mut cmd = Command::new("redis-server");
-        cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--daemonize", "no", "--loglevel", "notice", "--dir"])
-            .arg(&dir.0)
-            .args(["--logfile"])
-            .arg(&log)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: prctl is async-signal-safe; if the test dies, Redis goes with it.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().unwrap_or_else(|e| {
-            panic!("cannot start redis-server ({e}): scripts/test.sh installs it")
-        });
+        let logging = [
+            OsStr::new("--loglevel"),
+            OsStr::new("notice"),
+            OsStr::new("--dir"),
+            dir.root().as_os_str(),
+            OsStr::new("--logfile"),
+            log.as_os_str(),
+        ];
+        let child = spawn_redis(logging.into_iter().chain(args.iter().map(OsStr::new)));
         let mut r = RedisProc {
             child: Some(child),
             port,
@@ -212,10 +149,7 @@ impl RedisProc {
     }
 
     fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        stop_child(&mut self.child);
     }
 }
 
@@ -228,30 +162,6 @@ impl Drop for RedisProc {
 // ---------------------------------------------------------------------------------------------
 // Nodes
 // ---------------------------------------------------------------------------------------------
-
-/// The value of an unlabelled sample on a node's metrics endpoint.
-fn metric(server: &Server, name: &str) -> Option<f64> {
-    let r = get(server.metrics_addr, "/metrics");
-    r.body_str()
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
-fn wait_metric_at_least(server: &Server, name: &str, want: f64, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let got = metric(server, name);
-        if got.is_some_and(|v| v >= want) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} is {got:?}, expected at least {want} within {within:?}; log:\n{}",
-            server.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn wait_log(server: &Server, needle: &str, within: Duration) -> String {
     let deadline = Instant::now() + within;
@@ -282,33 +192,6 @@ fn node(name: &str, cluster_args: &[&str]) -> Server {
     Server::start_with_env(&args, &[("RUST_LOG", "info,roulette::cluster=debug")])
 }
 
-/// `a` on one node and `b` on another, both with the interest `tag` and nobody else
-/// anywhere: they can only meet through Redis. Each side must see the other's message.
-fn pair_across(a_at: SocketAddr, b_at: SocketAddr, tag: &str) -> (Client, Client) {
-    let mut a = chat(a_at);
-    let mut b = chat(b_at);
-    a.send_text(&find_msg(&[tag]));
-    a.expect_json(WAITING);
-    b.send_text(&find_msg(&[tag]));
-    assert_eq!(b.expect_paired(), vec![tag.to_string()]);
-    assert_eq!(a.expect_paired(), vec![tag.to_string()]);
-    (a, b)
-}
-
-/// `n` numbered messages each way, interleaved; each side gets the other's in order.
-fn exchange(a: &mut Client, b: &mut Client, n: usize, tag: &str) {
-    for i in 0..n {
-        a.send_text(&msg(&format!("{tag} a->b {i}")));
-        b.send_text(&msg(&format!("{tag} b->a {i}")));
-    }
-    for i in 0..n {
-        b.expect_json(&msg(&format!("{tag} a->b {i}")));
-    }
-    for i in 0..n {
-        a.expect_json(&msg(&format!("{tag} b->a {i}")));
-    }
-}
-
 /// The node's Redis link failed (`needles` all in the one error line, logged once), stays
 /// down through further attempts, and two users of this node still pair and chat.
 fn assert_link_refused_and_local_chat_works(n: &mut Server, needles: &[&str]) -> String {
@@ -320,14 +203,15 @@ fn assert_link_refused_and_local_chat_works(n: &mut Server, needles: &[&str]) ->
             "the error does not say {needle:?}: {line}"
         );
     }
-    let tried = metric(n, "roulette_cluster_redis_connects_total").unwrap_or(0.0);
-    wait_metric_at_least(
-        n,
+    let tried = n
+        .metric("roulette_cluster_redis_connects_total")
+        .unwrap_or(0.0);
+    n.wait_metric_at_least(
         "roulette_cluster_redis_connects_total",
         tried + 2.0,
         LINK_WAIT,
     );
-    assert_eq!(metric(n, "roulette_cluster_redis_up"), Some(0.0));
+    assert_eq!(n.metric("roulette_cluster_redis_up"), Some(0.0));
     assert_eq!(
         n.log_text().matches("cluster: cannot use Redis at").count(),
         1,
@@ -347,11 +231,7 @@ fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> Output {
     let (out_path, err_path) = (dir.path("stdout"), dir.path("stderr"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_roulette"));
     cmd.args(args);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("ROULETTE_") {
-            cmd.env_remove(&k);
-        }
-    }
+    clean_env(&mut cmd);
     cmd.env("RUST_LOG", "debug");
     for (k, v) in env {
         cmd.env(k, v);
@@ -433,14 +313,18 @@ fn two_nodes_pair_and_relay_through_a_tls_redis_as_an_acl_user() {
         );
     }
 
-    let (mut a, mut b) = pair_across(n1.addr, n2.addr, "tls");
+    let (mut a, mut b) = pair_tagged(n1.addr, n2.addr, "tls");
     exchange(&mut a, &mut b, 200, "over tls");
     // And the other way round: a user of n2 waits, one of n1 finds.
-    let (mut c, mut d) = pair_across(n2.addr, n1.addr, "tls-too");
+    let (mut c, mut d) = pair_tagged(n2.addr, n1.addr, "tls-too");
     exchange(&mut c, &mut d, 50, "again");
     for n in [&n1, &n2] {
-        assert_eq!(metric(n, "roulette_cluster_redis_up"), Some(1.0));
-        assert!(metric(n, "roulette_cluster_records_received_total").unwrap_or(0.0) >= 250.0);
+        assert_eq!(n.metric("roulette_cluster_redis_up"), Some(1.0));
+        assert!(
+            n.metric("roulette_cluster_records_received_total")
+                .unwrap_or(0.0)
+                >= 250.0
+        );
     }
     n1.assert_running();
     n2.assert_running();
@@ -602,14 +486,15 @@ fn a_redis_cluster_endpoint_is_refused_at_start_and_when_found_later() {
     let line = wait_log(&n, "is a Redis Cluster endpoint", LINK_WAIT);
     assert!(line.contains("ERROR"), "{line}");
     assert!(line.contains("keeps retrying"), "{line}");
-    let tried = metric(&n, "roulette_cluster_redis_connects_total").unwrap_or(0.0);
-    wait_metric_at_least(
-        &n,
+    let tried = n
+        .metric("roulette_cluster_redis_connects_total")
+        .unwrap_or(0.0);
+    n.wait_metric_at_least(
         "roulette_cluster_redis_connects_total",
         tried + 2.0,
         LINK_WAIT,
     );
-    assert_eq!(metric(&n, "roulette_cluster_redis_up"), Some(0.0));
+    assert_eq!(n.metric("roulette_cluster_redis_up"), Some(0.0));
     assert_eq!(
         n.log_text().matches("is a Redis Cluster endpoint").count(),
         1,
@@ -694,7 +579,7 @@ fn the_redis_password_appears_in_no_log_help_text_metric_or_error() {
         let mut u = chat(n.addr);
         u.send_text(&find_msg(&[]));
         u.expect_json(WAITING);
-        wait_metric_at_least(n, "roulette_cluster_queued_total", 1.0, SOON);
+        n.wait_metric_at_least("roulette_cluster_queued_total", 1.0, SOON);
     }
     for (what, n) in [
         ("wrong user", &wrong_user),
@@ -708,15 +593,11 @@ fn the_redis_password_appears_in_no_log_help_text_metric_or_error() {
     // 5. Redis goes away under the connected nodes: link-loss errors.
     redis.stop();
     for n in [&from_file, &via_url_file] {
-        wait_metric_at_least(
-            n,
-            "roulette_cluster_redis_link_losses_total",
-            1.0,
-            LINK_WAIT,
-        );
-        let tried = metric(n, "roulette_cluster_redis_connects_total").unwrap_or(0.0);
-        wait_metric_at_least(
-            n,
+        n.wait_metric_at_least("roulette_cluster_redis_link_losses_total", 1.0, LINK_WAIT);
+        let tried = n
+            .metric("roulette_cluster_redis_connects_total")
+            .unwrap_or(0.0);
+        n.wait_metric_at_least(
             "roulette_cluster_redis_connects_total",
             tried + 1.0,
             LINK_WAIT,

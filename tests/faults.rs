@@ -19,7 +19,7 @@ mod util;
 use serde_json::Value;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tungstenite::Message;
 use util::*;
@@ -34,13 +34,6 @@ const FAULT_MIN: Duration = Duration::from_secs(2);
 /// slowness (the server under test is a debug build sharing two cores with the clients;
 /// four floods at once delay the pair by 1-2 s there).
 const MAX_PAIR_LATENCY: Duration = Duration::from_secs(5);
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// One fault test at a time (taken before the watchdog, so waiting does not count).
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// The server's state before the fault: open descriptors with the unrelated pair connected.
 struct Baseline {
@@ -493,18 +486,6 @@ fn keep_going(done: usize, min: usize, since: Instant) -> bool {
     done < min || (since.elapsed() < FAULT_MIN && done < 50 * min)
 }
 
-/// Two chat clients paired with each other on the interest `tag`.
-fn pair_on(addr: SocketAddr, tag: &str) -> (Client, Client) {
-    let mut a = chat(addr);
-    let mut b = chat(addr);
-    a.send_text(&find_msg(&[tag]));
-    a.expect_json(r#"{"type":"waiting"}"#);
-    b.send_text(&find_msg(&[tag]));
-    assert_eq!(b.expect_paired(), vec![tag.to_string()]);
-    assert_eq!(a.expect_paired(), vec![tag.to_string()]);
-    (a, b)
-}
-
 /// Reset a tungstenite client's connection.
 fn reset_client(c: Client) {
     let s = c.ws.get_ref().try_clone().expect("clone the socket");
@@ -592,7 +573,7 @@ fn abrupt_resets_mid_handshake_and_mid_frame() {
     while keep_going(pairs, 60, fault) {
         let i = pairs;
         // A tag of their own: the other threads' clients look for strangers too.
-        let (mut a, mut b) = pair_on(addr, &format!("reset-pair-{i}"));
+        let (mut a, mut b) = pair_tagged(addr, addr, &format!("reset-pair-{i}"));
         let k = 1 + i % 3;
         let to_a = i % 4 != 0;
         if to_a {
@@ -665,7 +646,7 @@ fn abrupt_resets_mid_handshake_and_mid_frame() {
         lost.join("\n")
     );
     // The server still serves new pairs.
-    let (mut a, mut b) = pair_on(addr, "after-resets");
+    let (mut a, mut b) = pair_tagged(addr, addr, "after-resets");
     a.send_text(&msg("after"));
     b.expect_json(&msg("after"));
     drop((a, b));
@@ -1462,7 +1443,7 @@ fn running_out_of_file_descriptors_then_recovering() {
     );
     drop(refused);
     // A new pair can connect, upgrade, pair and chat.
-    let (mut a, mut b) = pair_on(server.addr, "after-emfile");
+    let (mut a, mut b) = pair_tagged(server.addr, server.addr, "after-emfile");
     a.send_text(&msg("back"));
     b.expect_json(&msg("back"));
     assert!(

@@ -8,12 +8,6 @@ use std::time::{Duration, Instant};
 use tungstenite::Message;
 use util::*;
 
-const PARTNER_LEFT: &str = r#"{"type":"partner_left"}"#;
-
-fn relayed(text: &str) -> String {
-    serde_json::json!({"type":"message","text":text}).to_string()
-}
-
 /// Read `b` until the relayed `marker`; returns the texts before it.
 fn texts_until(b: &mut Client, marker: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -94,7 +88,7 @@ fn rate_limit_drops_a_burst_and_says_so_at_most_3_times_a_second() {
         );
         // The bucket refills at 20/s: a second later a message goes through again.
         std::thread::sleep(Duration::from_millis(1100).saturating_sub(burst_at.elapsed()));
-        a.send_text(&relayed("marker"));
+        a.send_text(&msg("marker"));
         let got = numbers(&texts_until(&mut b, "marker"), "m");
         assert!(
             got.len() >= 35 && got.len() <= 55,
@@ -123,7 +117,7 @@ fn rate_limit_drops_a_burst_and_says_so_at_most_3_times_a_second() {
         }
         a.ws.flush().unwrap();
         std::thread::sleep(Duration::from_millis(300));
-        a.send_text(&relayed("marker2"));
+        a.send_text(&msg("marker2"));
         let mut typing = 0;
         loop {
             let v = b.next_json(SOON);
@@ -131,10 +125,7 @@ fn rate_limit_drops_a_burst_and_says_so_at_most_3_times_a_second() {
                 typing += 1;
                 continue;
             }
-            assert_eq!(
-                v,
-                serde_json::from_str::<Value>(&relayed("marker2")).unwrap()
-            );
+            assert_eq!(v, serde_json::from_str::<Value>(&msg("marker2")).unwrap());
             break;
         }
         assert!(
@@ -153,12 +144,11 @@ fn rate_limit_drops_a_burst_and_says_so_at_most_3_times_a_second() {
                 .unwrap();
         }
         for i in 0..36 {
-            a.ws.write(Message::text(relayed(&format!("p{i}"))))
-                .unwrap();
+            a.ws.write(Message::text(msg(&format!("p{i}")))).unwrap();
         }
         a.ws.flush().unwrap();
         for i in 0..36 {
-            b.expect_json(&relayed(&format!("p{i}")));
+            b.expect_json(&msg(&format!("p{i}")));
         }
         let mut pongs = 0;
         while pongs < 100 {
@@ -187,13 +177,12 @@ fn rate_limit_flags() {
     ]);
     let (mut a, mut b) = pair(server.addr);
     for i in 0..10 {
-        a.ws.write(Message::text(relayed(&format!("m{i}"))))
-            .unwrap();
+        a.ws.write(Message::text(msg(&format!("m{i}")))).unwrap();
     }
     a.ws.flush().unwrap();
     a.expect_error("rate_limited");
     std::thread::sleep(Duration::from_millis(1100));
-    a.send_text(&relayed("marker"));
+    a.send_text(&msg("marker"));
     let got = numbers(&texts_until(&mut b, "marker"), "m");
     assert!(
         got == [0, 1, 2, 3] || got == [0, 1, 2, 3, 4],
@@ -204,12 +193,11 @@ fn rate_limit_flags() {
         Server::start_with_env(&["--shards", "2"], &[("ROULETTE_RATE_LIMIT_PER_SEC", "0")]);
     let (mut a, mut b) = pair(server.addr);
     for i in 0..500 {
-        a.ws.write(Message::text(relayed(&format!("m{i}"))))
-            .unwrap();
+        a.ws.write(Message::text(msg(&format!("m{i}")))).unwrap();
     }
     a.ws.flush().unwrap();
     for i in 0..500 {
-        b.expect_json(&relayed(&format!("m{i}")));
+        b.expect_json(&msg(&format!("m{i}")));
     }
     a.expect_no_reply();
 }
@@ -225,10 +213,7 @@ fn sustained_abuse_closes_1008_and_the_partner_gets_partner_left() {
             assert!(sent < 2000, "still open after {sent} messages");
             let mut write_failed = false;
             for _ in 0..10 {
-                if a.ws
-                    .write(Message::text(relayed(&format!("f{sent}"))))
-                    .is_err()
-                {
+                if a.ws.write(Message::text(msg(&format!("f{sent}")))).is_err() {
                     write_failed = true;
                     break;
                 }
@@ -304,8 +289,7 @@ fn abuse_drops_flag() {
     let (mut a, mut b) = pair(server.addr);
     // 2 tokens left (find spent one): x0 and x1 pass, x2..x6 are 5 drops: not more than 5.
     for i in 0..7 {
-        a.ws.write(Message::text(relayed(&format!("x{i}"))))
-            .unwrap();
+        a.ws.write(Message::text(msg(&format!("x{i}")))).unwrap();
     }
     a.ws.flush().unwrap();
     // One token a second later: the probe passes and shows the connection is still open.
@@ -316,11 +300,11 @@ fn abuse_drops_flag() {
         "{errors:?}"
     );
     // The 6th drop within 10 s closes it.
-    a.ws.write(Message::text(relayed("x7"))).unwrap();
+    a.ws.write(Message::text(msg("x7"))).unwrap();
     a.ws.flush().unwrap();
     a.expect_close(1008);
-    b.expect_json(&relayed("x0"));
-    b.expect_json(&relayed("x1"));
+    b.expect_json(&msg("x0"));
+    b.expect_json(&msg("x1"));
     b.expect_json(PARTNER_LEFT);
 }
 
@@ -340,7 +324,7 @@ fn a_client_that_does_not_read_is_closed_1008_and_others_go_on() {
                 (sent as usize * 1900) >> 20
             );
             for _ in 0..50 {
-                a.ws.write(Message::text(relayed(&format!("{sent} {text}"))))
+                a.ws.write(Message::text(msg(&format!("{sent} {text}"))))
                     .unwrap();
                 sent += 1;
             }
@@ -365,10 +349,10 @@ fn a_client_that_does_not_read_is_closed_1008_and_others_go_on() {
         let late = errors_until_probe(&mut a);
         assert!(late.iter().all(|c| c == "not_chatting"), "{late:?}");
         // Other clients are unaffected.
-        c.send_text(&relayed("unaffected"));
-        d.expect_json(&relayed("unaffected"));
-        d.send_text(&relayed("yes"));
-        c.expect_json(&relayed("yes"));
+        c.send_text(&msg("unaffected"));
+        d.expect_json(&msg("unaffected"));
+        d.send_text(&msg("yes"));
+        c.expect_json(&msg("yes"));
         // b finally reads: an in-order prefix of a's messages, then close 1008 or, if the
         // server already dropped it, the end of the connection.
         let mut expect = 0u32;

@@ -5,34 +5,15 @@
 //! datagrams: `READY=1` once listening, `WATCHDOG=1` pings, `STOPPING=1` on SIGTERM,
 //! then a clean exit 0; and that a second signal during the drain exits at once (130)
 //! while `/healthz` answers 503.
+mod util;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
-
-/// A scratch directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir =
-            std::env::temp_dir().join(format!("roulette-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use util::TempDir;
 
 /// The server under test, killed on drop if the test fails half-way.
 struct Server {
@@ -201,9 +182,9 @@ fn http_get(addr: SocketAddr, path: &str) -> String {
 #[test]
 fn ready_watchdog_stopping_and_clean_exit() {
     let dir = TempDir::new("notify");
-    let sock_path = dir.0.join("notify.sock");
+    let sock_path = dir.path("notify.sock");
     let mut notify = Notify::bind(&sock_path);
-    let mut server = Server::start(&dir.0, &sock_path, &[]);
+    let mut server = Server::start(dir.root(), &sock_path, &[]);
 
     let ready = notify.expect(&mut server, "READY=1", Duration::from_secs(20));
     // The listener is bound by the time READY=1 arrives.
@@ -237,9 +218,9 @@ fn ready_watchdog_stopping_and_clean_exit() {
 #[test]
 fn drain_answers_503_and_second_signal_exits_at_once() {
     let dir = TempDir::new("drain");
-    let sock_path = dir.0.join("notify.sock");
+    let sock_path = dir.path("notify.sock");
     let mut notify = Notify::bind(&sock_path);
-    let mut server = Server::start(&dir.0, &sock_path, &["--grace-period", "30"]);
+    let mut server = Server::start(dir.root(), &sock_path, &["--grace-period", "30"]);
     notify.expect(&mut server, "READY=1", Duration::from_secs(20));
     let addr = server.listen_addr(Instant::now() + Duration::from_secs(2));
 

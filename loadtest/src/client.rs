@@ -15,7 +15,7 @@ use crate::frames::{
     STAMP_LEN,
 };
 use crate::stats::{Counts, ErrKind, Hists, ERR_KINDS};
-use crate::sys::now_ns;
+use crate::sys::{now_ns, TimerFd};
 use crate::targets;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -1022,61 +1022,6 @@ fn start_connect(target: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpSt
         Err(e) => return Err(e),
     }
     Ok(TcpStream::from_std(s.into()))
-}
-
-/// A CLOCK_MONOTONIC timerfd armed at absolute instants.
-struct TimerFd(std::os::fd::OwnedFd);
-
-impl TimerFd {
-    fn new() -> io::Result<TimerFd> {
-        // SAFETY: plain syscall; the returned fd is checked and then owned.
-        let fd = unsafe {
-            libc::timerfd_create(
-                libc::CLOCK_MONOTONIC,
-                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-        Ok(TimerFd(unsafe {
-            <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
-        }))
-    }
-    fn raw(&self) -> std::os::fd::RawFd {
-        std::os::fd::AsRawFd::as_raw_fd(&self.0)
-    }
-    /// Fire once at `at_ns` (CLOCK_MONOTONIC).
-    fn arm_at(&self, at_ns: u64) {
-        let spec = libc::itimerspec {
-            it_interval: libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
-            it_value: libc::timespec {
-                tv_sec: (at_ns / 1_000_000_000) as libc::time_t,
-                tv_nsec: (at_ns % 1_000_000_000) as libc::c_long,
-            },
-        };
-        // SAFETY: valid fd and itimerspec; the old value is not wanted (null).
-        unsafe {
-            libc::timerfd_settime(
-                self.raw(),
-                libc::TFD_TIMER_ABSTIME,
-                &spec,
-                std::ptr::null_mut(),
-            );
-        }
-    }
-    /// Consume an expiry so that the next one is reported again.
-    fn clear(&self) {
-        let mut buf = [0u8; 8];
-        // SAFETY: reading at most 8 bytes into an 8-byte buffer from a valid fd.
-        unsafe {
-            libc::read(self.raw(), buf.as_mut_ptr().cast(), buf.len());
-        }
-    }
 }
 
 /// One thread's event loop.

@@ -1,5 +1,6 @@
 //! Operating-system helpers: the shared monotonic clock, the fd limit, CPU time of this
-//! process (getrusage) and of the server (/proc/PID/stat, /proc/PID/status).
+//! process (getrusage) and of the server (/proc/PID/stat, /proc/PID/status), and the timerfd
+//! the client loops wake up by.
 use serde::{Deserialize, Serialize};
 use std::io;
 
@@ -139,6 +140,61 @@ fn parse_stat_cpu(stat: &str, ticks: f64) -> Option<Cpu> {
         user_s: utime / ticks,
         system_s: stime / ticks,
     })
+}
+
+/// A CLOCK_MONOTONIC timerfd armed at absolute instants.
+pub struct TimerFd(std::os::fd::OwnedFd);
+
+impl TimerFd {
+    pub fn new() -> io::Result<TimerFd> {
+        // SAFETY: plain syscall; the returned fd is checked and then owned.
+        let fd = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        Ok(TimerFd(unsafe {
+            <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+        }))
+    }
+    pub fn raw(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.0)
+    }
+    /// Fire once at `at_ns` (CLOCK_MONOTONIC).
+    pub fn arm_at(&self, at_ns: u64) {
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: (at_ns / 1_000_000_000) as libc::time_t,
+                tv_nsec: (at_ns % 1_000_000_000) as libc::c_long,
+            },
+        };
+        // SAFETY: valid fd and itimerspec; the old value is not wanted (null).
+        unsafe {
+            libc::timerfd_settime(
+                self.raw(),
+                libc::TFD_TIMER_ABSTIME,
+                &spec,
+                std::ptr::null_mut(),
+            );
+        }
+    }
+    /// Consume an expiry so that the next one is reported again.
+    pub fn clear(&self) {
+        let mut buf = [0u8; 8];
+        // SAFETY: reading at most 8 bytes into an 8-byte buffer from a valid fd.
+        unsafe {
+            libc::read(self.raw(), buf.as_mut_ptr().cast(), buf.len());
+        }
+    }
 }
 
 #[cfg(test)]
