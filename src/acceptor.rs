@@ -5,6 +5,7 @@ use crate::xshard::{SendError, ShardHandle, ShardMsg};
 use log::{error, warn};
 use std::io;
 use std::net::TcpListener;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,11 +40,21 @@ pub fn run(listener: TcpListener, shards: Vec<ShardHandle>, shared: Arc<Shared>)
                 continue;
             }
         };
+        // Every socket counts, not just WebSockets: past the cap a new one is closed at once,
+        // before it can hold memory or a handshake slot.
+        if shared.sockets.load(Ordering::Relaxed) >= shared.config.max_sockets() {
+            shared.accept_socket_cap.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         if stream.set_nonblocking(true).is_err() {
             continue;
         }
         // Chat lines are small and latency matters more than packet count.
         let _ = stream.set_nodelay(true);
+        // A bounded kernel send buffer: what a client does not read piles up in our queue,
+        // where the outbound cap and the stall timeout see it.
+        let _ = crate::sys::set_send_buffer(stream.as_raw_fd(), shared.config.send_buffer_bytes);
+        shared.sockets.fetch_add(1, Ordering::Relaxed);
         let mut msg = ShardMsg::NewConn(mio::net::TcpStream::from_std(stream));
         let mut delivered = false;
         for i in 0..shards.len() {
@@ -64,6 +75,7 @@ pub fn run(listener: TcpListener, shards: Vec<ShardHandle>, shared: Arc<Shared>)
         if !delivered {
             // Every shard is saturated: shed this connection (the socket closes on drop).
             shared.accept_overload.fetch_add(1, Ordering::Relaxed);
+            shared.sockets.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }

@@ -99,6 +99,27 @@ pub struct Config {
     #[arg(long, env = "ROULETTE_MAX_HEAD_BYTES", default_value_t = 8192, value_parser = clap::value_parser!(u32).range(256..=1_048_576))]
     pub max_head_bytes: u32,
 
+    /// Open sockets allowed beyond --max-connections for clients still in their HTTP
+    /// handshake (or being refused); past --max-connections plus this, new sockets are closed
+    /// at once.
+    #[arg(long, env = "ROULETTE_SOCKET_HEADROOM", default_value_t = 1024)]
+    pub socket_headroom: usize,
+
+    /// Open connections (sockets) per client address, IPv6 grouped by /64; more get 429 (or
+    /// are closed at once when far over). 0 = no limit.
+    #[arg(long, env = "ROULETTE_MAX_CONNECTIONS_PER_IP", default_value_t = 100)]
+    pub max_connections_per_ip: u32,
+
+    /// New connections per second per client address (token bucket); more get 429 with
+    /// Retry-After. 0 = no limit.
+    #[arg(long, env = "ROULETTE_HANDSHAKE_RATE_PER_IP", default_value_t = 20)]
+    pub handshake_rate_per_ip: u32,
+
+    /// Token bucket size for --handshake-rate-per-ip: connections an address may open in a
+    /// burst.
+    #[arg(long, env = "ROULETTE_HANDSHAKE_BURST_PER_IP", default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
+    pub handshake_burst_per_ip: u32,
+
     /// Seconds a client has to send its complete request head (slowloris guard).
     #[arg(long, env = "ROULETTE_HANDSHAKE_TIMEOUT", default_value = "10", value_parser = parse_seconds)]
     pub handshake_timeout: Duration,
@@ -115,6 +136,42 @@ pub struct Config {
     /// cap is at least twice the echo message limit).
     #[arg(long, env = "ROULETTE_OUTBOUND_CAP_BYTES", default_value_t = 1_048_576, value_parser = clap::value_parser!(u32).range(4096..))]
     pub outbound_cap_bytes: u32,
+
+    /// Kernel send buffer per client socket (SO_SNDBUF; Linux doubles it for bookkeeping).
+    /// Bytes past it wait in the server's own queue, where --outbound-cap-bytes and
+    /// --output-budget-bytes see them. /echo connections get 16 times as much.
+    #[arg(long, env = "ROULETTE_SEND_BUFFER_BYTES", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(4096..=67_108_864))]
+    pub send_buffer_bytes: u32,
+
+    /// Queued output of all clients together, in bytes; past it, a client with more than
+    /// 64 KiB unsent is closed like a slow consumer (1008).
+    #[arg(long, env = "ROULETTE_OUTPUT_BUDGET_BYTES", default_value_t = 256 << 20, value_parser = clap::value_parser!(u64).range(1_048_576..))]
+    pub output_budget_bytes: u64,
+
+    /// Seconds a client may leave output unsent (in the server's queue or the kernel's) with
+    /// no progress at all before it is dropped (reset); its partner gets partner_left.
+    #[arg(long, env = "ROULETTE_WRITE_STALL_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
+    pub write_stall_timeout: Duration,
+
+    /// Seconds a fragmented message may take from its first to its last frame; longer closes
+    /// with 1008.
+    #[arg(long, env = "ROULETTE_MESSAGE_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
+    pub message_timeout: Duration,
+
+    /// Messages (per destination thread) a shard may have waiting for another thread; past
+    /// it, the shard stops reading from the clients whose messages wait.
+    #[arg(long, env = "ROULETTE_THREAD_QUEUE_MESSAGES", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(64..))]
+    pub thread_queue_messages: u32,
+
+    /// Bytes (of relayed frames, per destination thread) a shard may have waiting for another
+    /// thread; past it, the shard stops reading from the clients whose messages wait.
+    #[arg(long, env = "ROULETTE_THREAD_QUEUE_BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(65_536..))]
+    pub thread_queue_bytes: u64,
+
+    /// Seconds a destination may stay full before the pairs waiting on it end (partner_left;
+    /// the senders are closed with 1013).
+    #[arg(long, env = "ROULETTE_THREAD_QUEUE_TIMEOUT", default_value = "10", value_parser = parse_seconds)]
+    pub thread_queue_timeout: Duration,
 
     /// Seconds without any frame from a client before the server pings it.
     #[arg(long, env = "ROULETTE_IDLE_PING", default_value = "30", value_parser = parse_seconds)]
@@ -222,6 +279,11 @@ impl Config {
             .max(1)
     }
 
+    /// The most sockets open at once: WebSockets plus the handshake headroom.
+    pub fn max_sockets(&self) -> usize {
+        self.max_connections.saturating_add(self.socket_headroom)
+    }
+
     /// Outbound cap for an endpoint: /echo gets at least twice its message limit.
     pub fn echo_outbound_cap(&self) -> usize {
         (self.outbound_cap_bytes as usize).max(2 * self.echo_max_message_bytes as usize + 4096)
@@ -235,9 +297,14 @@ impl Config {
         if self.handshake_timeout.is_zero()
             || self.idle_ping.is_zero()
             || self.pong_timeout.is_zero()
+            || self.write_stall_timeout.is_zero()
+            || self.message_timeout.is_zero()
+            || self.thread_queue_timeout.is_zero()
         {
             return Err(
-                "--handshake-timeout, --idle-ping and --pong-timeout must be positive".into(),
+                "--handshake-timeout, --idle-ping, --pong-timeout, --write-stall-timeout, \
+                 --message-timeout and --thread-queue-timeout must be positive"
+                    .into(),
             );
         }
         if self.abuse_drops > 200_000 {

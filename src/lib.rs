@@ -19,6 +19,7 @@
 #![deny(unsafe_code)]
 
 pub mod acceptor;
+pub mod admission;
 pub mod assets;
 pub mod chat;
 pub mod cluster;
@@ -31,6 +32,7 @@ pub mod notify;
 pub mod probe;
 pub mod server;
 pub mod shard;
+pub mod sys;
 pub mod ws;
 pub mod xshard;
 

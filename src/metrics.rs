@@ -77,7 +77,12 @@ pub mod name {
 /// Serve `GET /metrics` until the process exits.
 pub fn serve(listener: TcpListener, shared: Arc<Shared>) {
     for stream in listener.incoming() {
-        let Ok(mut s) = stream else { continue };
+        let Ok(mut s) = stream else {
+            // Out of file descriptors (or memory) fails every accept at once: wait for some to
+            // be freed instead of spinning.
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
         let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
         let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
         let mut buf = [0u8; 4096];

@@ -1,5 +1,6 @@
 //! Bootstrap and thread lifecycle: bind, spawn the acceptor, the shards and the matchmaker,
 //! then turn SIGTERM/SIGINT into a drain and exit.
+use crate::admission::{Admission, AdmissionConfig};
 use crate::config::Config;
 use crate::matchhost::{self, MatchStats};
 use crate::shard::{self, ShardStats, WAKER_TOKEN};
@@ -23,6 +24,12 @@ pub struct Shared {
     pub matcher: Arc<MatchStats>,
     pub accept_errors: std::sync::atomic::AtomicU64,
     pub accept_overload: std::sync::atomic::AtomicU64,
+    /// Sockets closed at accept because --max-connections plus the headroom were open.
+    pub accept_socket_cap: std::sync::atomic::AtomicU64,
+    /// Open client sockets in any phase (the acceptor's cap).
+    pub sockets: AtomicUsize,
+    /// Per-client-address limits.
+    pub admission: Admission,
     pub started: Instant,
     /// Cluster mode: the Redis path's counters (and the cluster-wide client count).
     pub cluster: Option<Arc<crate::cluster::ClusterStats>>,
@@ -31,6 +38,33 @@ pub struct Shared {
 }
 
 impl Shared {
+    pub fn new(config: Config, shards: usize, cluster: bool, node_name: String) -> Shared {
+        let admission = Admission::new(AdmissionConfig {
+            max_conns_per_ip: config.max_connections_per_ip,
+            rate_per_sec: config.handshake_rate_per_ip,
+            burst: config.handshake_burst_per_ip,
+            // Every open socket, plus the addresses that only opened connections within the
+            // last burst ÷ rate seconds: bounded by the socket cap and the accept rate.
+            max_entries: config.max_sockets().saturating_mul(4).max(65_536),
+        });
+        Shared {
+            draining: AtomicBool::new(false),
+            ws_open: AtomicUsize::new(0),
+            online: AtomicUsize::new(0),
+            sockets: AtomicUsize::new(0),
+            shards: (0..shards).map(|_| ShardStats::default()).collect(),
+            matcher: Arc::new(MatchStats::default()),
+            accept_errors: Default::default(),
+            accept_overload: Default::default(),
+            accept_socket_cap: Default::default(),
+            admission,
+            started: Instant::now(),
+            cluster: cluster.then(|| Arc::new(crate::cluster::ClusterStats::default())),
+            node_name,
+            config,
+        }
+    }
+
     /// The `online` of `hello`: this node's clients, or in a cluster with a live link, every
     /// node's (as of the last heartbeat, with this node's count current).
     pub fn online_count(&self) -> u64 {
@@ -125,21 +159,8 @@ pub fn run(config: Config) -> i32 {
         .node_name
         .clone()
         .unwrap_or_else(crate::cluster::default_node_name);
-    let shared = Arc::new(Shared {
-        draining: AtomicBool::new(false),
-        ws_open: AtomicUsize::new(0),
-        online: AtomicUsize::new(0),
-        shards: (0..n).map(|_| ShardStats::default()).collect(),
-        matcher: Arc::new(MatchStats::default()),
-        accept_errors: Default::default(),
-        accept_overload: Default::default(),
-        started: Instant::now(),
-        cluster: redis_target
-            .as_ref()
-            .map(|_| Arc::new(crate::cluster::ClusterStats::default())),
-        node_name,
-        config,
-    });
+    let in_cluster = redis_target.is_some();
+    let shared = Arc::new(Shared::new(config, n, in_cluster, node_name));
 
     // Build every shard's poll, waker and inbox first, so each can be given all handles.
     let mut polls = Vec::with_capacity(n);

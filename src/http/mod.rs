@@ -2,5 +2,5 @@
 pub mod request;
 pub mod response;
 
-pub use request::{handle_request, Endpoint, HttpContext, HttpOutcome};
+pub use request::{handle_request, may_end_head, Endpoint, HttpContext, HttpOutcome};
 pub use response::{accept_key, timeout_response};

@@ -47,6 +47,12 @@ pub enum HttpOutcome {
 /// Header lines parsed per request; a head with more answers `431`.
 pub const MAX_HEADERS: usize = 64;
 
+/// Could a request head end within `bytes` (an empty line: `\n\n` or `\n\r\n`, the forms
+/// the parser accepts)? A cheap test before parsing a head that arrives in pieces.
+pub fn may_end_head(bytes: &[u8]) -> bool {
+    bytes.windows(2).any(|w| w == b"\n\n" || w == b"\n\r")
+}
+
 /// Decide what to do with the bytes received so far on a new connection.
 ///
 /// Pure and total: any input gives an outcome, never a panic. `Incomplete` is returned only

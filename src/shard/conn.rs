@@ -17,6 +17,9 @@ use log::debug;
 use mio::net::TcpStream;
 use std::sync::atomic::Ordering;
 
+/// Unsent output that makes a client one of those closed when the output budget is spent.
+const BACKLOG: usize = 64 * 1024;
+
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -36,33 +39,47 @@ pub enum Phase {
 
 /// Flag bits in [`Io::flags`].
 pub mod flag {
+    // Bits 0 and 11-31 of the old 16-bit set were freed or are new: keep them dense.
     /// The kernel accepted our last write without `WouldBlock`.
-    pub const WRITABLE: u16 = 1 << 1;
+    pub const WRITABLE: u32 = 1 << 1;
     /// On the shard's dirty list (output to flush at the end of the turn).
-    pub const DIRTY: u16 = 1 << 2;
+    pub const DIRTY: u32 = 1 << 2;
     /// An idle ping is outstanding.
-    pub const PING_SENT: u16 = 1 << 3;
+    pub const PING_SENT: u32 = 1 << 3;
     /// Shut down the write side once the output queue is empty.
-    pub const SHUT_AFTER_FLUSH: u16 = 1 << 4;
+    pub const SHUT_AFTER_FLUSH: u32 = 1 << 4;
     /// Counted in `Shared::ws_open`.
-    pub const COUNTED_WS: u16 = 1 << 5;
+    pub const COUNTED_WS: u32 = 1 << 5;
     /// Counted in `Shared::online`.
-    pub const COUNTED_ONLINE: u16 = 1 << 6;
+    pub const COUNTED_ONLINE: u32 = 1 << 6;
     /// The message being assembled is text.
-    pub const ASSEMBLING_TEXT: u16 = 1 << 7;
+    pub const ASSEMBLING_TEXT: u32 = 1 << 7;
     /// Closed for not reading: do not wait long for its output to drain.
-    pub const SLOW: u16 = 1 << 8;
+    pub const SLOW: u32 = 1 << 8;
     /// Scheduled to be closed at the end of this turn.
-    pub const DOOMED: u16 = 1 << 9;
+    pub const DOOMED: u32 = 1 << 9;
     /// Writing failed (reset or broken pipe): no more output; read what is left, then close.
-    pub const WRITE_DEAD: u16 = 1 << 10;
+    pub const WRITE_DEAD: u32 = 1 << 10;
+    /// The peer hung up (read side closed): read on until EOF even after short reads, since
+    /// an edge-triggered hang-up is reported once.
+    pub const HUP_SEEN: u32 = 1 << 11;
+    /// Bytes were written to the kernel since its send queue was last seen empty: the stall
+    /// check looks at this connection.
+    pub const KERNEL_PENDING: u32 = 1 << 12;
+    /// Watched for a write stall (has an entry in the shard's stall table).
+    pub const STALL_WATCH: u32 = 1 << 13;
+    /// Dropped for not reading (stall or outbound cap): reset the connection on close, so the
+    /// kernel frees its buffers at once.
+    pub const RESET_ON_CLOSE: u32 = 1 << 14;
+    /// Closed for a policy violation: the client gets a short time to answer our close.
+    pub const SHORT_CLOSE: u32 = 1 << 15;
 }
 
 /// A connection's transport state: its phase, timers and queued output.
 pub struct Io {
     pub gen: u32,
     pub phase: Phase,
-    pub flags: u16,
+    pub flags: u32,
     /// When the phase began, or the idle ping was sent (shard clock, ms, wrapping).
     pub since: u32,
     /// When the last bytes arrived.
@@ -72,7 +89,18 @@ pub struct Io {
     pub out_pos: usize,
     /// The partial request head, or the partial message being reassembled. Allocated only
     /// while one spans several reads.
-    pub assembly: Option<Box<Vec<u8>>>,
+    pub assembly: Option<Box<Assembly>>,
+}
+
+/// Bytes kept across reads: a request head, or a fragmented message.
+#[derive(Default)]
+pub struct Assembly {
+    /// When the first byte arrived (shard clock, ms): the message deadline counts from here.
+    pub started: u32,
+    /// Heads: the length at the last parse (a head is parsed again once it may be complete,
+    /// or has doubled, not at every piece).
+    pub parsed: u32,
+    pub buf: Vec<u8>,
 }
 
 pub struct Conn {
@@ -83,7 +111,7 @@ pub struct Conn {
 }
 
 impl Io {
-    pub fn has(&self, f: u16) -> bool {
+    pub fn has(&self, f: u32) -> bool {
         self.flags & f != 0
     }
 
@@ -128,6 +156,18 @@ impl Io {
             self.doom(slot, close::POLICY_VIOLATION, core);
             return;
         }
+        // The shard's share of the output budget is spent: whoever holds a backlog of its own
+        // goes, as a slow consumer would (clients that read keep their queues near empty).
+        if cap.is_some()
+            && core.queued + bytes.len() as u64 > core.limits.output_budget
+            && self.pending_out() >= BACKLOG
+        {
+            ShardStats::inc(&core.stats().output_budget_closes);
+            self.flags |= flag::SLOW;
+            self.doom(slot, close::POLICY_VIOLATION, core);
+            return;
+        }
+        core.queued += bytes.len() as u64;
         if self.out.capacity() == 0 {
             if let Some(buf) = core.pool.pop() {
                 self.out = buf;
@@ -172,7 +212,9 @@ impl Io {
             self.flags |= flag::SHUT_AFTER_FLUSH;
         }
         if !self.has(flag::WRITE_DEAD) {
+            let before = self.out.len();
             ws::write_close(&mut self.out, code, reason);
+            core.queued += (self.out.len() - before) as u64;
         }
         self.mark_dirty(slot, core);
     }
@@ -267,18 +309,39 @@ impl Conn {
         };
         let mut assembled = self.io.assembly.take();
         let outcome = match assembled.as_mut() {
-            None => http::handle_request(data, &ctx),
+            None => {
+                ShardStats::inc(&core.stats().head_parses);
+                http::handle_request(data, &ctx)
+            }
             Some(head) => {
                 // The whole read is kept: bytes after the head may already be WebSocket
                 // frames. Bounded: a partial head is only kept below --max-head-bytes (431
                 // beyond), so this holds at most that plus one read.
-                head.extend_from_slice(data);
-                http::handle_request(head, &ctx)
+                let from = head.buf.len().saturating_sub(2);
+                head.buf.extend_from_slice(data);
+                // Parse again only when the head may have ended, has doubled since the last
+                // parse (so a bad request line is still refused early), or is at the limit:
+                // a head sent a byte at a time costs O(n), not O(n²).
+                let ended = head.buf.get(from..).is_some_and(http::may_end_head);
+                let len = head.buf.len();
+                if ended || len >= ctx.max_head_bytes || len >= 2 * head.parsed as usize {
+                    head.parsed = len as u32;
+                    ShardStats::inc(&core.stats().head_parses);
+                    http::handle_request(&head.buf, &ctx)
+                } else {
+                    HttpOutcome::Incomplete
+                }
             }
         };
         match outcome {
             HttpOutcome::Incomplete => {
-                self.io.assembly = Some(assembled.unwrap_or_else(|| Box::new(data.to_vec())));
+                self.io.assembly = Some(assembled.unwrap_or_else(|| {
+                    Box::new(Assembly {
+                        started: core.now,
+                        parsed: data.len() as u32,
+                        buf: data.to_vec(),
+                    })
+                }));
             }
             HttpOutcome::Reply(bytes) => {
                 self.io.enter(Phase::HttpReply, core);
@@ -294,7 +357,7 @@ impl Conn {
                 self.upgrade(endpoint, &response, slot, core);
                 // Bytes after the head already belong to the WebSocket stream.
                 let rest = match assembled.as_deref_mut() {
-                    Some(head) => head.get_mut(head_len..),
+                    Some(head) => head.buf.get_mut(head_len..),
                     None => data.get_mut(head_len..),
                 };
                 if let Some(rest) = rest.filter(|r| !r.is_empty()) {
@@ -320,15 +383,19 @@ impl Conn {
                 let online = shared.online_count();
                 ConnSink::new(&mut self.io, slot, core).send(Reply::Hello { online });
             }
-            Endpoint::Echo => ShardStats::inc(&core.stats().upgrades_echo),
+            Endpoint::Echo => {
+                // Conformance suites and benchmarks send megabytes at once: give the kernel
+                // room for them (the outbound cap still bounds what waits in our queue).
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&self.sock);
+                let _ = crate::sys::set_send_buffer(fd, core.limits.echo_send_buffer);
+                ShardStats::inc(&core.stats().upgrades_echo);
+            }
         }
     }
 
     fn decode(&mut self, data: &mut [u8], slot: usize, core: &mut Core) {
         let max = match self.io.phase {
-            Phase::Open(Endpoint::Echo) | Phase::Closing(Endpoint::Echo) => {
-                core.limits.echo_max_message
-            }
+            Phase::Open(e) | Phase::Closing(e) => core.limits.max_message_for(e),
             _ => core.limits.max_message,
         };
         let Conn { dec, chat, io, .. } = self;
@@ -440,7 +507,10 @@ impl Io {
                     self.on_message(payload, text, endpoint, chat, slot, core);
                 } else {
                     if first {
-                        self.assembly = Some(Box::default());
+                        self.assembly = Some(Box::new(Assembly {
+                            started: core.now,
+                            ..Assembly::default()
+                        }));
                         if text {
                             self.flags |= flag::ASSEMBLING_TEXT;
                         } else {
@@ -448,12 +518,19 @@ impl Io {
                         }
                     }
                     let text = self.has(flag::ASSEMBLING_TEXT);
-                    self.assembly
-                        .get_or_insert_with(Box::default)
-                        .extend_from_slice(payload);
+                    let max = core.limits.max_message_for(endpoint);
+                    let asm = self.assembly.get_or_insert_with(Box::default);
+                    // Grow by doubling, but never past the message limit: the decoder has
+                    // already refused a message that would exceed it.
+                    let need = asm.buf.len() + payload.len();
+                    if need > asm.buf.capacity() {
+                        let cap = (asm.buf.capacity() * 2).clamp(need, max.max(need));
+                        asm.buf.reserve_exact(cap - asm.buf.len());
+                    }
+                    asm.buf.extend_from_slice(payload);
                     if last {
                         if let Some(whole) = self.assembly.take() {
-                            self.on_message(&whole, text, endpoint, chat, slot, core);
+                            self.on_message(&whole.buf, text, endpoint, chat, slot, core);
                         }
                     }
                 }

@@ -16,6 +16,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Output buffers kept for reuse, and the largest capacity worth keeping.
+const POOL_MAX: usize = 256;
+const POOL_BUF_MAX: usize = 16 * 1024;
+
 /// Limits in the units the loop uses (milliseconds, bytes), fixed at start.
 pub struct Limits {
     pub session: SessionConfig,
@@ -24,6 +28,14 @@ pub struct Limits {
     pub pong_ms: u32,
     /// How long clients may take to answer our close while draining.
     pub drain_close_ms: u32,
+    /// A fragmented message must be complete this long after its first byte.
+    pub message_ms: u32,
+    /// Unsent output with no progress for this long drops the client.
+    pub stall_ms: u32,
+    /// This shard's share of --output-budget-bytes.
+    pub output_budget: u64,
+    /// SO_SNDBUF for /echo connections.
+    pub echo_send_buffer: u32,
     pub max_message: usize,
     pub echo_max_message: usize,
     pub outbound_cap: usize,
@@ -36,6 +48,14 @@ pub fn ms(d: Duration) -> u32 {
 }
 
 impl Limits {
+    /// The largest message an endpoint takes.
+    pub fn max_message_for(&self, endpoint: crate::http::Endpoint) -> usize {
+        match endpoint {
+            crate::http::Endpoint::Chat => self.max_message,
+            crate::http::Endpoint::Echo => self.echo_max_message,
+        }
+    }
+
     pub fn new(c: &crate::config::Config) -> Limits {
         Limits {
             session: SessionConfig {
@@ -51,6 +71,10 @@ impl Limits {
             idle_ping_ms: ms(c.idle_ping),
             pong_ms: ms(c.pong_timeout),
             drain_close_ms: ms(c.grace_period),
+            message_ms: ms(c.message_timeout),
+            stall_ms: ms(c.write_stall_timeout),
+            output_budget: c.output_budget_bytes / (c.shard_count() as u64).max(1),
+            echo_send_buffer: c.send_buffer_bytes.saturating_mul(16),
             max_message: c.max_message_bytes as usize,
             echo_max_message: c.echo_max_message_bytes as usize,
             outbound_cap: c.outbound_cap_bytes as usize,
@@ -138,6 +162,8 @@ pub struct Core {
     pub doomed: Vec<(usize, u16)>,
     pub outbox: Outbox,
     pub local: LocalQueue,
+    /// Output queued on this shard's connections and not yet written (for the budget).
+    pub queued: u64,
 }
 
 impl Core {
@@ -156,6 +182,15 @@ impl Core {
             doomed: Vec::new(),
             outbox: Outbox::new(shards),
             local: LocalQueue::default(),
+            queued: 0,
+        }
+    }
+
+    /// Keep an emptied output buffer for reuse, if it has room worth reusing.
+    pub fn recycle(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() > 0 && buf.capacity() <= POOL_BUF_MAX && self.pool.len() < POOL_MAX {
+            buf.clear();
+            self.pool.push(buf);
         }
     }
 

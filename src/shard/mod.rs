@@ -26,8 +26,10 @@ use crossbeam_channel::Sender;
 use log::{debug, error};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,9 +54,6 @@ const CLOSE_WAIT_MS: u32 = 5_000;
 const SLOW_CLOSE_MS: u32 = 1_000;
 /// How long a non-101 response may take to be read.
 const HTTP_REPLY_MS: u32 = 5_000;
-/// Output buffers kept for reuse, and the largest capacity worth keeping.
-const POOL_MAX: usize = 256;
-const POOL_BUF_MAX: usize = 16 * 1024;
 
 const _: () = assert!(
     std::mem::size_of::<Conn>() <= 192,
@@ -70,8 +69,23 @@ enum Timeout {
     Ping,
     /// No answer to the ping: close 1001 and drop.
     DeadPeer,
+    /// A fragmented message was not completed in time: close 1008.
+    Message,
+    /// Output unsent with no progress for the stall time: drop with a reset.
+    Stall,
     /// A deadline of a closing phase passed: drop.
     Drop,
+}
+
+/// A connection watched for a write stall: how much of its output has left the kernel's send
+/// queue since the watch began, and when that last grew.
+struct Stall {
+    gen: u32,
+    /// The kernel's send queue when the watch began, plus every byte written since.
+    sent: u64,
+    /// `sent` minus the queue at the last check: bytes the peer has acknowledged.
+    acked: u64,
+    since: u32,
 }
 
 pub struct Shard {
@@ -91,6 +105,9 @@ pub struct Shard {
     delivering: LocalQueue,
     epoch_start: Instant,
     last_sweep: u32,
+    sweeps: u32,
+    /// Connections watched for a write stall.
+    stalls: HashMap<usize, Stall>,
 }
 
 impl Shard {
@@ -118,6 +135,8 @@ impl Shard {
             delivering: LocalQueue::default(),
             epoch_start: Instant::now(),
             last_sweep: 0,
+            sweeps: 0,
+            stalls: HashMap::new(),
         }
     }
 
@@ -173,8 +192,13 @@ impl Shard {
                     }
                 }
                 let hup = ev.is_read_closed() || ev.is_error();
+                if hup {
+                    if let Some(c) = self.conns.get_mut(slot) {
+                        c.io.flags |= flag::HUP_SEEN;
+                    }
+                }
                 if ev.is_readable() || hup {
-                    self.on_readable(slot, hup);
+                    self.on_readable(slot);
                 }
             }
             if woken {
@@ -182,7 +206,7 @@ impl Shard {
             }
             self.drain_inbox();
             for slot in std::mem::take(&mut self.ready_again) {
-                self.on_readable(slot, false);
+                self.on_readable(slot);
             }
             self.drain_inbox();
             // Other threads first, sockets second: a client that reads `waiting` knows its
@@ -307,6 +331,7 @@ impl Shard {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             debug!("register failed: {e}");
+            self.core.shared.sockets.fetch_sub(1, Ordering::Relaxed);
             return;
         }
         let gen = self.next_gen;
@@ -331,14 +356,15 @@ impl Shard {
 
     // ----- reading ----------------------------------------------------------------------
 
-    fn on_readable(&mut self, slot: usize, hup: bool) {
+    fn on_readable(&mut self, slot: usize) {
         let mut reads = 0;
         while let Some(conn) = self.conns.get_mut(slot) {
             if conn.io.has(flag::DOOMED) {
                 break;
             }
-            // After a failed write, read on to the error or EOF that ends the connection.
-            let hup = hup || conn.io.has(flag::WRITE_DEAD);
+            // After a hang-up or a failed write, read on to the EOF or error that ends the
+            // connection, even past the read budget of an earlier turn.
+            let hup = conn.io.has(flag::HUP_SEEN | flag::WRITE_DEAD);
             match conn.sock.read(&mut self.read_buf) {
                 Ok(0) => {
                     // Send what we can (e.g. the close reply) before the socket goes.
@@ -406,6 +432,7 @@ impl Shard {
         }
         c.io.flags |= flag::WRITE_DEAD;
         c.io.since = self.core.now;
+        self.core.queued = self.core.queued.saturating_sub(c.io.pending_out() as u64);
         c.io.out = Vec::new();
         c.io.out_pos = 0;
         self.ready_again.push(slot);
@@ -437,6 +464,13 @@ impl Shard {
         }
         if written > 0 {
             ShardStats::add(&self.core.stats().bytes_out, written);
+            self.core.queued = self.core.queued.saturating_sub(written);
+            io.flags |= flag::KERNEL_PENDING;
+            if io.has(flag::STALL_WATCH) {
+                if let Some(st) = self.stalls.get_mut(&slot) {
+                    st.sent += written;
+                }
+            }
         }
         if io.out_pos < io.out.len() {
             // Compact lazily: only when the sent prefix is most of the buffer.
@@ -446,7 +480,7 @@ impl Shard {
             }
             return;
         }
-        let mut buf = std::mem::take(&mut io.out);
+        let buf = std::mem::take(&mut io.out);
         io.out_pos = 0;
         if io.has(flag::SHUT_AFTER_FLUSH) {
             io.flags &= !flag::SHUT_AFTER_FLUSH;
@@ -454,10 +488,7 @@ impl Shard {
             io.phase = Phase::Linger;
             io.since = self.core.now;
         }
-        if buf.capacity() <= POOL_BUF_MAX && self.core.pool.len() < POOL_MAX {
-            buf.clear();
-            self.core.pool.push(buf);
-        }
+        self.core.recycle(buf);
     }
 
     // ----- closing ----------------------------------------------------------------------
@@ -468,8 +499,12 @@ impl Shard {
                 continue;
             };
             c.io.flags &= !flag::DOOMED;
+            c.io.flags |= flag::SHORT_CLOSE;
             let slow = c.io.has(flag::SLOW);
             if slow {
+                // It does not read: its close frame gets a second, then a reset frees the
+                // kernel's buffers.
+                c.io.flags |= flag::RESET_ON_CLOSE;
                 ShardStats::inc(&self.core.stats().slow_consumer_closes);
             }
             let reason = if slow {
@@ -490,7 +525,15 @@ impl Shard {
             c.leave_chat(slot, &mut self.core);
         }
         let _ = self.poll.registry().deregister(&mut c.sock);
+        if c.io.has(flag::RESET_ON_CLOSE) {
+            let _ = crate::sys::set_linger_zero(c.sock.as_raw_fd());
+        }
+        if c.io.has(flag::STALL_WATCH) {
+            self.stalls.remove(&slot);
+        }
+        self.core.queued = self.core.queued.saturating_sub(c.io.pending_out() as u64);
         let shared = &self.core.shared;
+        shared.sockets.fetch_sub(1, Ordering::Relaxed);
         if c.io.has(flag::COUNTED_WS) {
             shared.ws_open.fetch_sub(1, Ordering::Relaxed);
         }
@@ -508,7 +551,7 @@ impl Shard {
         let limits = &self.core.limits;
         let io = &c.io;
         let since = self.elapsed(io.since);
-        let close_wait = if io.has(flag::SLOW) {
+        let close_wait = if io.has(flag::SLOW | flag::SHORT_CLOSE) {
             SLOW_CLOSE_MS
         } else if self.core.draining {
             // While draining, clients get the whole grace period to answer our close.
@@ -520,6 +563,14 @@ impl Shard {
         Some(match io.phase {
             _ if io.has(flag::WRITE_DEAD) && since >= LINGER_MS => Timeout::Drop,
             Phase::Handshake if since >= limits.handshake_ms => Timeout::Handshake,
+            Phase::Open(_)
+                if io
+                    .assembly
+                    .as_ref()
+                    .is_some_and(|a| self.elapsed(a.started) >= limits.message_ms) =>
+            {
+                Timeout::Message
+            }
             Phase::Open(_) if pinged && since >= limits.pong_ms => Timeout::DeadPeer,
             Phase::Open(_) if !pinged && self.elapsed(io.last_rx) >= limits.idle_ping_ms => {
                 Timeout::Ping
@@ -532,17 +583,31 @@ impl Shard {
     }
 
     fn sweep(&mut self) {
+        self.sweeps = self.sweeps.wrapping_add(1);
+        // Each connection with unsent output is checked for a stall every quarter of the
+        // stall time (one system call each), spread over the sweeps by slot.
+        let every = (self.core.limits.stall_ms / 4 / SWEEP_MS).max(1) as usize;
+        let turn = self.sweeps as usize % every;
         let mut due: Vec<(usize, Timeout)> = Vec::new();
+        let mut watch: Vec<usize> = Vec::new();
         let mut queued = 0u64;
         for (slot, c) in self.conns.iter() {
-            queued += c.io.pending_out() as u64;
+            let pending = c.io.pending_out();
+            queued += pending as u64;
             if let Some(t) = self.timeout(c) {
                 due.push((slot, t));
+            } else if (pending > 0 || c.io.has(flag::KERNEL_PENDING)) && slot % every == turn {
+                watch.push(slot);
             }
         }
         self.stats()
             .out_queue_bytes
             .store(queued, Ordering::Relaxed);
+        for slot in watch {
+            if self.stalled(slot) {
+                due.push((slot, Timeout::Stall));
+            }
+        }
         for (slot, t) in due {
             let Some(c) = self.conns.get_mut(slot) else {
                 continue;
@@ -562,10 +627,26 @@ impl Shard {
                 Timeout::Ping => {
                     c.io.ping(slot, core);
                 }
+                Timeout::Message => {
+                    ShardStats::inc(&core.stats().message_timeouts);
+                    c.begin_close(
+                        close::POLICY_VIOLATION,
+                        "message not completed in time",
+                        true,
+                        slot,
+                        core,
+                    );
+                    c.io.flags |= flag::SHORT_CLOSE;
+                }
                 Timeout::DeadPeer => {
                     ShardStats::inc(&core.stats().idle_timeouts);
                     c.begin_close(close::GOING_AWAY, "no response to ping", true, slot, core);
                     self.flush(slot);
+                    self.close_now(slot);
+                }
+                Timeout::Stall => {
+                    ShardStats::inc(&core.stats().write_stalls);
+                    c.io.flags |= flag::RESET_ON_CLOSE;
                     self.close_now(slot);
                 }
                 Timeout::Drop => {
@@ -574,6 +655,48 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// Has connection `slot` left output unsent, with no byte acknowledged by its peer, for
+    /// the stall time? Starts, updates or ends its watch.
+    fn stalled(&mut self, slot: usize) -> bool {
+        let now = self.core.now;
+        let Some(c) = self.conns.get_mut(slot) else {
+            return false;
+        };
+        let Ok(queue) = crate::sys::unsent_bytes(c.sock.as_raw_fd()) else {
+            return false;
+        };
+        let queue = u64::from(queue);
+        if queue == 0 && c.io.pending_out() == 0 {
+            c.io.flags &= !(flag::KERNEL_PENDING | flag::STALL_WATCH);
+            self.stalls.remove(&slot);
+            return false;
+        }
+        let gen = c.io.gen;
+        let st = self.stalls.entry(slot).or_insert(Stall {
+            gen,
+            sent: queue,
+            acked: 0,
+            since: now,
+        });
+        if st.gen != gen || !c.io.has(flag::STALL_WATCH) {
+            *st = Stall {
+                gen,
+                sent: queue,
+                acked: 0,
+                since: now,
+            };
+            c.io.flags |= flag::STALL_WATCH;
+            return false;
+        }
+        let acked = st.sent.saturating_sub(queue);
+        if acked > st.acked {
+            st.acked = acked;
+            st.since = now;
+            return false;
+        }
+        now.wrapping_sub(st.since) >= self.core.limits.stall_ms
     }
 }
 

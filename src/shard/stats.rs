@@ -75,6 +75,14 @@ pub struct ShardStats {
     pub upgrades_echo: AtomicU64,
     pub http_responses: AtomicU64,
     pub handshake_timeouts: AtomicU64,
+    /// Request heads given to the HTTP parser.
+    pub head_parses: AtomicU64,
+    /// Fragmented messages not completed within --message-timeout.
+    pub message_timeouts: AtomicU64,
+    /// Clients dropped for unsent output with no progress for --write-stall-timeout.
+    pub write_stalls: AtomicU64,
+    /// Clients closed because the shard's share of --output-budget-bytes was used up.
+    pub output_budget_closes: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub messages_in: AtomicU64,
@@ -110,6 +118,10 @@ impl Default for ShardStats {
             upgrades_echo: Default::default(),
             http_responses: Default::default(),
             handshake_timeouts: Default::default(),
+            head_parses: Default::default(),
+            message_timeouts: Default::default(),
+            write_stalls: Default::default(),
+            output_budget_closes: Default::default(),
             bytes_in: Default::default(),
             bytes_out: Default::default(),
             messages_in: Default::default(),

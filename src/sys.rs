@@ -1,0 +1,97 @@
+//! The few socket options std does not offer, as safe functions over a raw descriptor. Each
+//! `unsafe` block passes a pointer to a local value of the size the call expects.
+use std::io;
+use std::os::fd::RawFd;
+
+fn check(r: libc::c_int) -> io::Result<()> {
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn set_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live local.
+    #[allow(unsafe_code)]
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    check(r)
+}
+
+/// Clamp the kernel's send buffer (SO_SNDBUF; Linux doubles the value for its bookkeeping and
+/// stops autotuning it), so unsent bytes beyond it stay in our own, capped queue.
+pub fn set_send_buffer(fd: RawFd, bytes: u32) -> io::Result<()> {
+    set_int(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_SNDBUF,
+        libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX),
+    )
+}
+
+/// Make the next close reset the connection (SO_LINGER on, 0 s): the kernel frees the
+/// socket's buffers at once instead of keeping unsent data for a peer that does not read.
+pub fn set_linger_zero(fd: RawFd) -> io::Result<()> {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt reads `size_of::<linger>()` bytes from a live local.
+    #[allow(unsafe_code)]
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    check(r)
+}
+
+/// Bytes in the socket's send queue that the peer has not acknowledged yet (SIOCOUTQ):
+/// written by us, not yet read (or at least not yet acknowledged) by the client.
+pub fn unsent_bytes(fd: RawFd) -> io::Result<u32> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: ioctl(SIOCOUTQ) writes one c_int into the live local.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n as *mut libc::c_int) };
+    check(r)?;
+    Ok(u32::try_from(n).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn unsent_bytes_counts_what_the_peer_did_not_read() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        assert_eq!(unsent_bytes(a.as_raw_fd()).unwrap(), 0);
+        a.write_all(&[7u8; 1000]).unwrap();
+        // On loopback the data is acknowledged as soon as it sits in b's receive buffer.
+        for _ in 0..100 {
+            if unsent_bytes(a.as_raw_fd()).unwrap() == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(unsent_bytes(a.as_raw_fd()).unwrap(), 0);
+        set_send_buffer(a.as_raw_fd(), 4096).unwrap();
+        set_linger_zero(b.as_raw_fd()).unwrap();
+    }
+}
