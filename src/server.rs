@@ -4,7 +4,7 @@ use crate::admission::{Admission, AdmissionConfig};
 use crate::config::Config;
 use crate::matchhost::{self, MatchStats};
 use crate::shard::{self, ShardStats, WAKER_TOKEN};
-use crate::xshard::{ShardHandle, ShardMsg};
+use crate::xshard::{ClusterSender, ShardHandle, ShardMsg};
 use crate::{acceptor, metrics};
 use log::{error, info, warn};
 use std::net::TcpListener;
@@ -79,12 +79,6 @@ impl Shared {
         }
     }
 }
-
-/// Inbox size per shard: big enough to absorb bursts; when full, senders keep messages in
-/// their outbox and retry, so memory stays bounded and nobody blocks.
-const SHARD_INBOX: usize = 1 << 16;
-const MATCHER_INBOX: usize = 1 << 16;
-const CLUSTER_INBOX: usize = 1 << 16;
 
 /// Raise the soft open-file limit to the hard limit (systemd leaves the soft one at 1024).
 fn raise_fd_limit() {
@@ -162,6 +156,9 @@ pub fn run(config: Config) -> i32 {
     let in_cluster = redis_target.is_some();
     let shared = Arc::new(Shared::new(config, n, in_cluster, node_name));
 
+    // Every queue between threads is bounded in messages and in bytes.
+    let queue_msgs = shared.config.thread_queue_messages as usize;
+    let queue_bytes = usize::try_from(shared.config.thread_queue_bytes).unwrap_or(usize::MAX);
     // Build every shard's poll, waker and inbox first, so each can be given all handles.
     let mut polls = Vec::with_capacity(n);
     let mut handles = Vec::with_capacity(n);
@@ -181,12 +178,12 @@ pub fn run(config: Config) -> i32 {
                 return 1;
             }
         };
-        let (tx, rx) = crossbeam_channel::bounded(SHARD_INBOX);
+        let (tx, rx) = crossbeam_channel::bounded(queue_msgs);
         polls.push(poll);
-        handles.push(ShardHandle::new(tx, waker));
+        handles.push(ShardHandle::new(tx, waker, queue_bytes));
         inboxes.push(rx);
     }
-    let (match_tx, match_rx) = crossbeam_channel::bounded(MATCHER_INBOX);
+    let (match_tx, match_rx) = crossbeam_channel::bounded(queue_msgs);
 
     let mut threads = Vec::new();
     // Cluster mode: the Redis bridge and subscriber threads.
@@ -194,8 +191,10 @@ pub fn run(config: Config) -> i32 {
     let mut matcher_cluster = None;
     if let (Some(target), Some(stats)) = (redis_target, shared.cluster.clone()) {
         let client = target.client;
-        let (tx, from_shards) = crossbeam_channel::bounded(CLUSTER_INBOX);
-        let (mtx, from_matcher) = crossbeam_channel::unbounded();
+        let (tx, from_shards) = crossbeam_channel::bounded(queue_msgs);
+        let from_shards_bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let tx = ClusterSender::new(tx, from_shards_bytes.clone(), queue_bytes);
+        let (mtx, from_matcher) = crossbeam_channel::bounded(queue_msgs);
         let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded();
         let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
         let table = Arc::new(std::sync::Mutex::new(crate::cluster::NodeTable::new()));
@@ -221,6 +220,8 @@ pub fn run(config: Config) -> i32 {
             target: target.shown,
             name: shared.node_name.clone(),
             from_shards,
+            from_shards_bytes,
+            matcher_backlog: std::collections::VecDeque::new(),
             from_matcher,
             matcher: match_tx.clone(),
             shards: handles.clone(),

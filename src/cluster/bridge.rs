@@ -10,8 +10,8 @@ use crate::server::Shared;
 use crate::xshard::{ConnId, MatchReq, ShardHandle, ShardMsg, CLUSTER_EPOCH};
 use crossbeam_channel::{Receiver, Sender};
 use log::{error, info, warn};
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,12 @@ pub struct Bridge {
     pub target: String,
     pub name: String,
     pub from_shards: Receiver<ClusterMsg>,
+    /// Bytes waiting in `from_shards` (the shards charge them; released here).
+    pub from_shards_bytes: Arc<AtomicUsize>,
+    /// Replies for the matchmaker that its full inbox did not take yet. While any wait, the
+    /// bridge takes no new request from the matchmaker, so neither thread ever blocks on the
+    /// other (the matchmaker's sends to us do block, ours to it never do).
+    pub matcher_backlog: VecDeque<MatchReq>,
     pub from_matcher: Receiver<ClusterMsg>,
     pub matcher: Sender<MatchReq>,
     pub shards: Vec<ShardHandle>,
@@ -170,13 +176,33 @@ impl Bridge {
             let timeout = wake_at
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(5));
+            if !self.flush_to_matcher() {
+                return;
+            }
+            // While replies for the matchmaker wait, take none of its requests (they would
+            // make more replies); wake up soon to retry.
+            let matcher_open = self.matcher_backlog.is_empty();
+            let never = crossbeam_channel::never();
+            let from_matcher = if matcher_open {
+                &self.from_matcher
+            } else {
+                &never
+            };
+            let timeout = if matcher_open {
+                timeout
+            } else {
+                timeout.min(Duration::from_millis(1))
+            };
             // Wait for work from the shards, the matchmaker or the subscriber.
             crossbeam_channel::select! {
                 recv(self.from_shards) -> m => match m {
-                    Ok(m) => batch.push(m),
+                    Ok(m) => {
+                        self.from_shards_bytes.fetch_sub(m.weight(), Ordering::Relaxed);
+                        batch.push(m)
+                    }
                     Err(_) => return,
                 },
-                recv(self.from_matcher) -> m => match m {
+                recv(from_matcher) -> m => match m {
                     Ok(m) => batch.push(m),
                     Err(_) => return,
                 },
@@ -196,8 +222,14 @@ impl Bridge {
             }
             // Shard messages first: a shard queues `Avoid` before it tells the matchmaker
             // about the `next` whose `Enqueue` follows.
-            batch.extend(self.from_shards.try_iter().take(BATCH));
-            batch.extend(self.from_matcher.try_iter().take(BATCH));
+            for m in self.from_shards.try_iter().take(BATCH) {
+                self.from_shards_bytes
+                    .fetch_sub(m.weight(), Ordering::Relaxed);
+                batch.push(m);
+            }
+            if matcher_open {
+                batch.extend(self.from_matcher.try_iter().take(BATCH));
+            }
             let failed = match link.as_mut() {
                 Some(l) => {
                     let r = if batch.is_empty() {
@@ -295,14 +327,29 @@ impl Bridge {
         }
     }
 
-    fn set_up(&self, up: bool) {
+    /// Hand waiting replies to the matchmaker without blocking. `false`: it is gone.
+    fn flush_to_matcher(&mut self) -> bool {
+        while let Some(req) = self.matcher_backlog.pop_front() {
+            match self.matcher.try_send(req) {
+                Ok(()) => {}
+                Err(crossbeam_channel::TrySendError::Full(r)) => {
+                    self.matcher_backlog.push_front(r);
+                    return true;
+                }
+                Err(crossbeam_channel::TrySendError::Disconnected(_)) => return false,
+            }
+        }
+        true
+    }
+
+    fn set_up(&mut self, up: bool) {
         self.stats.up.store(u64::from(up), Ordering::Relaxed);
-        let _ = self.matcher.send(MatchReq::ClusterLink { up });
+        self.matcher_backlog.push_back(MatchReq::ClusterLink { up });
     }
 
     /// The link is gone: every cross-node pair ends now (we can no longer prove their messages
     /// arrive), and the matchmaker takes its queued users back after the heartbeat expires.
-    fn go_down(&self) {
+    fn go_down(&mut self) {
         ClusterStats::add(&self.stats.link_losses, 1);
         let _ = self.sub_ctl.send(SubCtl::Unsubscribe);
         for h in &self.shards {
@@ -407,7 +454,7 @@ impl Bridge {
     /// `partner_left` (say, `find` again), the relation is stored and the pairing script
     /// honours it. Shard messages are taken before the matchmaker's in each turn for the same
     /// reason: the `Avoid` of a `next` precedes the `Enqueue` that follows it.
-    fn execute(&self, l: &mut Link, batch: &mut Vec<ClusterMsg>) -> Result<(), LinkError> {
+    fn execute(&mut self, l: &mut Link, batch: &mut Vec<ClusterMsg>) -> Result<(), LinkError> {
         let mut pipe = redis::pipe();
         let mut expect: Vec<Expect> = Vec::new();
         // Payloads being built, by destination node index.
@@ -550,7 +597,7 @@ impl Bridge {
         Ok(())
     }
 
-    fn on_pair_reply(&self, l: &Link, user: ConnId, ticket: u32, v: redis::Value) {
+    fn on_pair_reply(&mut self, l: &Link, user: ConnId, ticket: u32, v: redis::Value) {
         let parts: Vec<String> = match redis::from_redis_value(v) {
             Ok(p) => p,
             Err(_) => {
@@ -589,7 +636,7 @@ impl Bridge {
         };
         let common: Vec<String> = serde_json::from_str(common).unwrap_or_default();
         ClusterStats::add(&self.stats.pairs, 1);
-        let _ = self.matcher.send(MatchReq::ClusterPaired {
+        self.matcher_backlog.push_back(MatchReq::ClusterPaired {
             user,
             ticket,
             partner: ConnId {

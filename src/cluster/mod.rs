@@ -50,6 +50,19 @@ pub enum ClusterMsg {
     Withdraw { user: ConnId },
 }
 
+impl ClusterMsg {
+    /// Its weight against the byte bound of the shards' queue to the bridge.
+    pub fn weight(&self) -> usize {
+        match self {
+            ClusterMsg::Deliver(Peer {
+                msg: crate::xshard::PeerMsg::Relay { frame, .. },
+                ..
+            }) => crate::xshard::MSG_BYTES + frame.len(),
+            _ => crate::xshard::MSG_BYTES,
+        }
+    }
+}
+
 /// The other nodes this process has heard of. Index 0 is this node; an index is never reused,
 /// so a `ConnId` of a dead node never aliases a live one.
 #[derive(Default)]

@@ -73,6 +73,8 @@ pub mod flag {
     pub const RESET_ON_CLOSE: u32 = 1 << 14;
     /// Closed for a policy violation: the client gets a short time to answer our close.
     pub const SHORT_CLOSE: u32 = 1 << 15;
+    /// Not read until the shard's queues to other threads drain (back-pressure).
+    pub const PAUSED: u32 = 1 << 16;
 }
 
 /// A connection's transport state: its phase, timers and queued output.
@@ -233,18 +235,34 @@ impl<'a> ConnSink<'a> {
     }
 }
 
+impl ConnSink<'_> {
+    /// A message of this client's landed in a full queue to another thread: read nothing more
+    /// from it until the queues drain, so its kernel buffers push back on the sender.
+    fn back_pressure(&mut self) {
+        if self.core.outbox.take_congested() && !self.io.has(flag::PAUSED) {
+            self.io.flags |= flag::PAUSED;
+            self.core.paused.push((self.slot, self.io.gen));
+            ShardStats::inc(&self.core.stats().backpressure_pauses);
+        }
+    }
+}
+
 impl Route for ConnSink<'_> {
     fn peer(&mut self, to: ConnId, msg: PeerMsg) {
         self.core.peer(to, msg);
+        self.back_pressure();
     }
     fn matcher(&mut self, req: MatchReq) {
         self.core.matcher(req);
+        self.back_pressure();
     }
     fn avoid(&mut self, a: ConnId, b: ConnId) {
         self.core.avoid(a, b);
+        self.back_pressure();
     }
     fn clear_avoid(&mut self, user: ConnId) {
         self.core.clear_avoid(user);
+        self.back_pressure();
     }
     fn count(&mut self, stat: Stat) {
         self.core.count(stat);
@@ -263,6 +281,7 @@ impl Sink for ConnSink<'_> {
     }
     fn relay(&mut self, to: ConnId, epoch: u64, reply: Reply<'_>) {
         self.core.relay(to, epoch, &reply);
+        self.back_pressure();
     }
     fn close(&mut self, code: u16) {
         self.io.doom(self.slot, code, self.core);

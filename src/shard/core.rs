@@ -34,6 +34,8 @@ pub struct Limits {
     pub stall_ms: u32,
     /// This shard's share of --output-budget-bytes.
     pub output_budget: u64,
+    /// How long clients may stay paused behind full queues before they are closed (1013).
+    pub queue_full_ms: u32,
     /// SO_SNDBUF for /echo connections.
     pub echo_send_buffer: u32,
     pub max_message: usize,
@@ -74,6 +76,7 @@ impl Limits {
             message_ms: ms(c.message_timeout),
             stall_ms: ms(c.write_stall_timeout),
             output_budget: c.output_budget_bytes / (c.shard_count() as u64).max(1),
+            queue_full_ms: ms(c.thread_queue_timeout),
             echo_send_buffer: c.send_buffer_bytes.saturating_mul(16),
             max_message: c.max_message_bytes as usize,
             echo_max_message: c.echo_max_message_bytes as usize,
@@ -140,6 +143,14 @@ impl LocalQueue {
     }
 }
 
+/// The lanes' bounds from the configuration.
+fn limits_bounds(c: &crate::config::Config) -> crate::xshard::LaneBounds {
+    crate::xshard::LaneBounds {
+        messages: c.thread_queue_messages as usize,
+        bytes: usize::try_from(c.thread_queue_bytes).unwrap_or(usize::MAX),
+    }
+}
+
 pub struct Core {
     pub id: u16,
     /// The shard clock at the start of this turn: milliseconds since the shard started.
@@ -164,10 +175,15 @@ pub struct Core {
     pub local: LocalQueue,
     /// Output queued on this shard's connections and not yet written (for the budget).
     pub queued: u64,
+    /// Clients not read because their messages wait in a full queue (slot, generation).
+    pub paused: Vec<(usize, u32)>,
+    /// Since when the queues have held paused clients back.
+    pub congested_since: Option<u32>,
 }
 
 impl Core {
     pub fn new(id: u16, shards: usize, shared: Arc<Shared>) -> Core {
+        let bounds = limits_bounds(&shared.config);
         Core {
             id,
             now_ms: 0,
@@ -180,9 +196,11 @@ impl Core {
             pool: Vec::new(),
             dirty: Vec::new(),
             doomed: Vec::new(),
-            outbox: Outbox::new(shards),
+            outbox: Outbox::new(shards, bounds),
             local: LocalQueue::default(),
             queued: 0,
+            paused: Vec::new(),
+            congested_since: None,
         }
     }
 
@@ -265,17 +283,15 @@ impl Route for Core {
     }
 
     fn matcher(&mut self, req: MatchReq) {
-        self.outbox.to_matcher.push_back(req);
+        self.outbox.push_matcher(req);
     }
 
     fn avoid(&mut self, a: ConnId, b: ConnId) {
-        self.outbox.to_cluster.push_back(ClusterMsg::Avoid { a, b });
+        self.outbox.push_cluster(ClusterMsg::Avoid { a, b });
     }
 
     fn clear_avoid(&mut self, user: ConnId) {
-        self.outbox
-            .to_cluster
-            .push_back(ClusterMsg::ClearAvoid { user });
+        self.outbox.push_cluster(ClusterMsg::ClearAvoid { user });
     }
 
     fn count(&mut self, stat: Stat) {

@@ -16,11 +16,10 @@ pub mod stats;
 use self::core::{Core, Delivery, LocalQueue};
 use crate::chat::matchmaker::Pairing;
 use crate::chat::session;
-use crate::cluster::ClusterMsg;
 use crate::http;
 use crate::server::Shared;
 use crate::ws::close;
-use crate::xshard::{ConnId, Inbox, MatchReq, Peer, PeerMsg, ShardHandle, ShardMsg};
+use crate::xshard::{ClusterSender, ConnId, Inbox, MatchReq, Peer, PeerMsg, ShardHandle, ShardMsg};
 use conn::{flag, Conn, Phase};
 use crossbeam_channel::Sender;
 use log::{debug, error};
@@ -98,7 +97,7 @@ pub struct Shard {
     peers: Vec<ShardHandle>,
     matcher: Sender<MatchReq>,
     /// The Redis bridge, in cluster mode.
-    cluster: Option<Sender<ClusterMsg>>,
+    cluster: Option<ClusterSender>,
     /// What connections touch while they handle input.
     core: Core,
     /// The batch of local messages being delivered (swapped with `core.local`).
@@ -117,7 +116,7 @@ impl Shard {
         inbox: Inbox,
         peers: Vec<ShardHandle>,
         matcher: Sender<MatchReq>,
-        cluster: Option<Sender<ClusterMsg>>,
+        cluster: Option<ClusterSender>,
         shared: Arc<Shared>,
     ) -> Shard {
         let core = Core::new(id, peers.len(), shared);
@@ -236,6 +235,7 @@ impl Shard {
     /// Send what the turn queued for other threads. `Err` when one of them died (fatal).
     fn flush_outbox(&mut self) -> Result<(), ()> {
         if self.core.outbox.is_empty() {
+            self.relieve();
             return Ok(());
         }
         match self
@@ -247,12 +247,54 @@ impl Shard {
                 if !self.core.outbox.is_empty() {
                     ShardStats::inc(&self.stats().outbox_full);
                 }
+                self.relieve();
                 Ok(())
             }
             Err(_) => {
                 error!("shard {}: another thread is gone", self.core.id);
                 Err(())
             }
+        }
+    }
+
+    /// Read paused clients again once the queues have drained to half their bounds; close
+    /// them (1013, partner_left for their partners) if the queues stay full too long.
+    fn relieve(&mut self) {
+        if self.core.paused.is_empty() {
+            self.core.congested_since = None;
+            return;
+        }
+        let now = self.core.now;
+        if !self.core.outbox.busy() {
+            self.core.congested_since = None;
+            for (slot, gen) in std::mem::take(&mut self.core.paused) {
+                if let Some(c) = self.conns.get_mut(slot).filter(|c| c.io.gen == gen) {
+                    c.io.flags &= !flag::PAUSED;
+                    // The kernel will not report the data that waited again: read it now.
+                    self.ready_again.push(slot);
+                }
+            }
+            return;
+        }
+        let since = *self.core.congested_since.get_or_insert(now);
+        if now.wrapping_sub(since) < self.core.limits.queue_full_ms {
+            return;
+        }
+        self.core.congested_since = None;
+        for (slot, gen) in std::mem::take(&mut self.core.paused) {
+            let Some(c) = self.conns.get_mut(slot).filter(|c| c.io.gen == gen) else {
+                continue;
+            };
+            c.io.flags &= !flag::PAUSED;
+            ShardStats::inc(&self.core.stats().backpressure_closes);
+            c.begin_close(
+                close::TRY_AGAIN_LATER,
+                "server busy",
+                true,
+                slot,
+                &mut self.core,
+            );
+            c.io.flags |= flag::SHORT_CLOSE;
         }
     }
 
@@ -264,6 +306,9 @@ impl Shard {
         }
         while let Ok(msg) = self.inbox.try_recv() {
             ShardStats::inc(&self.stats().xshard_received);
+            if let Some(me) = self.peers.get(usize::from(self.core.id)) {
+                me.taken(msg.weight());
+            }
             match msg {
                 ShardMsg::NewConn(sock) => self.adopt(sock),
                 ShardMsg::PairMade(p) => self.pair_made(p),
@@ -359,7 +404,7 @@ impl Shard {
     fn on_readable(&mut self, slot: usize) {
         let mut reads = 0;
         while let Some(conn) = self.conns.get_mut(slot) {
-            if conn.io.has(flag::DOOMED) {
+            if conn.io.has(flag::DOOMED | flag::PAUSED) {
                 break;
             }
             // After a hang-up or a failed write, read on to the EOF or error that ends the

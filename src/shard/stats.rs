@@ -3,7 +3,7 @@ use crate::ws::close;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Close codes counted separately; anything else is counted as "other".
-pub const CLOSE_CODES: [u16; 9] = [
+pub const CLOSE_CODES: [u16; 10] = [
     close::NORMAL,
     close::GOING_AWAY,
     close::PROTOCOL_ERROR,
@@ -12,6 +12,7 @@ pub const CLOSE_CODES: [u16; 9] = [
     close::POLICY_VIOLATION,
     close::MESSAGE_TOO_BIG,
     close::INTERNAL_ERROR,
+    close::TRY_AGAIN_LATER,
     0,
 ];
 
@@ -83,6 +84,10 @@ pub struct ShardStats {
     pub write_stalls: AtomicU64,
     /// Clients closed because the shard's share of --output-budget-bytes was used up.
     pub output_budget_closes: AtomicU64,
+    /// Times a client was paused (not read) because a queue to another thread was full.
+    pub backpressure_pauses: AtomicU64,
+    /// Clients closed (1013) because a queue to another thread stayed full too long.
+    pub backpressure_closes: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub messages_in: AtomicU64,
@@ -122,6 +127,8 @@ impl Default for ShardStats {
             message_timeouts: Default::default(),
             write_stalls: Default::default(),
             output_budget_closes: Default::default(),
+            backpressure_pauses: Default::default(),
+            backpressure_closes: Default::default(),
             bytes_in: Default::default(),
             bytes_out: Default::default(),
             messages_in: Default::default(),

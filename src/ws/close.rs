@@ -18,6 +18,8 @@ pub const POLICY_VIOLATION: u16 = 1008;
 pub const MESSAGE_TOO_BIG: u16 = 1009;
 /// Internal error (counted when a peer sends it).
 pub const INTERNAL_ERROR: u16 = 1011;
+/// Try again later: the server could not pass this client's messages on in time.
+pub const TRY_AGAIN_LATER: u16 = 1013;
 
 /// The reason sent with each of this server's close codes.
 pub fn reason(code: u16) -> &'static str {
