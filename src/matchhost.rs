@@ -23,6 +23,22 @@ pub struct MatchStats {
     pub paired: AtomicU64,
 }
 
+impl MatchStats {
+    /// Every counter and gauge with its field name (see `ShardStats::each`).
+    pub fn each<'a>(&'a self, mut f: impl FnMut(&'static str, &'a AtomicU64)) {
+        let MatchStats {
+            requests,
+            pairings,
+            waiting,
+            paired,
+        } = self;
+        f("requests", requests);
+        f("pairings", pairings);
+        f("waiting", waiting);
+        f("paired", paired);
+    }
+}
+
 /// The matchmaker's side of cluster mode.
 pub struct ClusterSide {
     pub bridge: Sender<ClusterMsg>,

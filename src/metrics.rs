@@ -9,6 +9,21 @@ use std::time::Duration;
 /// Every metric family name, so that tests, dashboards' checks and this file agree on one
 /// spelling.
 pub mod name {
+    pub const ACCEPT_SOCKET_CAP_TOTAL: &str = "roulette_accept_socket_cap_total";
+    pub const ADMISSION_ADDRESSES: &str = "roulette_admission_addresses";
+    pub const ADMISSION_DROPPED_TOTAL: &str = "roulette_admission_dropped_total";
+    pub const ADMISSION_REFUSED_TOTAL: &str = "roulette_admission_refused_total";
+    pub const BACKPRESSURE_CLOSES_TOTAL: &str = "roulette_backpressure_closes_total";
+    pub const BACKPRESSURE_PAUSES_TOTAL: &str = "roulette_backpressure_pauses_total";
+    pub const CLUSTER_HEARTBEAT_CLIENTS: &str = "roulette_cluster_heartbeat_clients";
+    pub const CLOSE_FRAMES_RECEIVED_TOTAL: &str = "roulette_close_frames_received_total";
+    pub const HTTP_HEAD_PARSES_TOTAL: &str = "roulette_http_head_parses_total";
+    pub const HTTP_RESPONSES_BY_STATUS_TOTAL: &str = "roulette_http_responses_by_status_total";
+    pub const MAX_SOCKETS: &str = "roulette_max_sockets";
+    pub const MESSAGE_TIMEOUTS_TOTAL: &str = "roulette_message_timeouts_total";
+    pub const OPEN_SOCKETS_ALL: &str = "roulette_sockets";
+    pub const OUTPUT_BUDGET_CLOSES_TOTAL: &str = "roulette_output_budget_closes_total";
+    pub const WRITE_STALLS_TOTAL: &str = "roulette_write_stalls_total";
     pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
     pub const PROCESS_MAX_FDS: &str = "process_max_fds";
     pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
@@ -142,7 +157,7 @@ fn family<'a>(out: &'a mut String, name: &'static str, kind: &str, help: &str) -
 /// Render every metric as Prometheus text format 0.0.4. Pure apart from reading atomics and
 /// /proc; label values are fixed strings and numbers, so they need no escaping.
 pub fn render(shared: &Shared) -> String {
-    use crate::shard::stats::{ShardStats, CLOSE_CODES};
+    use crate::shard::stats::{ShardStats, CLOSE_CODES, HTTP_CODES};
     use std::sync::atomic::AtomicU64;
     use std::sync::atomic::Ordering::Relaxed;
     let mut out = String::with_capacity(16 * 1024);
@@ -351,6 +366,42 @@ pub fn render(shared: &Shared) -> String {
             "WebSocket upgrades on /echo.",
             |s| &s.upgrades_echo,
         ),
+        (
+            name::HTTP_HEAD_PARSES_TOTAL,
+            "counter",
+            "Request heads given to the HTTP parser (a head in pieces is parsed when it may be complete).",
+            |s| &s.head_parses,
+        ),
+        (
+            name::MESSAGE_TIMEOUTS_TOTAL,
+            "counter",
+            "Fragmented messages not completed within --message-timeout (close 1008).",
+            |s| &s.message_timeouts,
+        ),
+        (
+            name::WRITE_STALLS_TOTAL,
+            "counter",
+            "Clients dropped (reset) for unsent output with no progress for --write-stall-timeout.",
+            |s| &s.write_stalls,
+        ),
+        (
+            name::OUTPUT_BUDGET_CLOSES_TOTAL,
+            "counter",
+            "Clients with a backlog closed (1008) because --output-budget-bytes was used up.",
+            |s| &s.output_budget_closes,
+        ),
+        (
+            name::BACKPRESSURE_PAUSES_TOTAL,
+            "counter",
+            "Times a client was not read because a queue to another thread was full.",
+            |s| &s.backpressure_pauses,
+        ),
+        (
+            name::BACKPRESSURE_CLOSES_TOTAL,
+            "counter",
+            "Clients closed (1013) because a queue to another thread stayed full past --thread-queue-timeout.",
+            |s| &s.backpressure_closes,
+        ),
     ];
     for &(name, kind, help, get) in per_shard {
         let mut f = family(o, name, kind, help);
@@ -393,6 +444,33 @@ pub fn render(shared: &Shared) -> String {
             }
         }
     }
+    {
+        let mut f = family(
+            o,
+            name::CLOSE_FRAMES_RECEIVED_TOTAL,
+            "counter",
+            "Close frames received from clients, by close code (0 = none or other).",
+        );
+        for (i, s) in shared.shards.iter().enumerate() {
+            for (code, c) in CLOSE_CODES.iter().zip(&s.closes_received) {
+                f.sample(&format!("shard=\"{i}\",code=\"{code}\""), c.load(Relaxed));
+            }
+        }
+    }
+    {
+        let mut f = family(
+            o,
+            name::HTTP_RESPONSES_BY_STATUS_TOTAL,
+            "counter",
+            "Non-101 HTTP responses by status (0 = other): refused handshakes by reason.",
+        );
+        for (i, s) in shared.shards.iter().enumerate() {
+            for (code, c) in HTTP_CODES.iter().zip(&s.http_by_code) {
+                f.sample(&format!("shard=\"{i}\",code=\"{code}\""), c.load(Relaxed));
+            }
+        }
+    }
+    admission_metrics(o, shared);
     {
         // Time to match, over all shards.
         let mut total: Vec<u64> = Vec::new();
@@ -439,6 +517,59 @@ pub fn render(shared: &Shared) -> String {
     cluster_metrics(o, shared);
     process_metrics(o);
     out
+}
+
+/// Admission at accept and per client address.
+fn admission_metrics(o: &mut String, shared: &Shared) {
+    use crate::admission::Refusal;
+    use std::sync::atomic::Ordering::Relaxed;
+    let a = &shared.admission.stats;
+    family(
+        o,
+        name::OPEN_SOCKETS_ALL,
+        "gauge",
+        "Client sockets open in any phase, against --max-connections plus --socket-headroom.",
+    )
+    .sample("", shared.sockets.load(Relaxed));
+    family(
+        o,
+        name::MAX_SOCKETS,
+        "gauge",
+        "Configured --max-connections plus --socket-headroom.",
+    )
+    .sample("", shared.config.max_sockets());
+    family(
+        o,
+        name::ACCEPT_SOCKET_CAP_TOTAL,
+        "counter",
+        "Sockets closed at accept because the socket cap was reached.",
+    )
+    .sample("", shared.accept_socket_cap.load(Relaxed));
+    let mut f = family(
+        o,
+        name::ADMISSION_REFUSED_TOTAL,
+        "counter",
+        "Connections answered 429 by a per-address limit, by reason.",
+    );
+    for (r, c) in Refusal::ALL.iter().zip(&a.refused) {
+        f.sample(&format!("reason=\"{}\"", r.label()), c.load(Relaxed));
+    }
+    let mut f = family(
+        o,
+        name::ADMISSION_DROPPED_TOTAL,
+        "counter",
+        "Connections closed without an answer, far over a per-address limit, by reason.",
+    );
+    for (r, c) in Refusal::ALL.iter().zip(&a.dropped) {
+        f.sample(&format!("reason=\"{}\"", r.label()), c.load(Relaxed));
+    }
+    family(
+        o,
+        name::ADMISSION_ADDRESSES,
+        "gauge",
+        "Client addresses tracked by the per-address limits.",
+    )
+    .sample("", a.tracked.load(Relaxed));
 }
 
 /// The Redis path (cluster mode only; a single node exports none of these).
@@ -560,6 +691,14 @@ fn cluster_metrics(o: &mut String, shared: &Shared) {
         "Cross-node chats ended with partner_left because a node or the Redis link failed.",
     )
     .sample("", lost);
+    let mut f = family(
+        o,
+        name::CLUSTER_HEARTBEAT_CLIENTS,
+        "gauge",
+        "Chat clients counted at the last heartbeat: on every node (all) and on this one (this_node).",
+    );
+    f.sample("scope=\"all\"", c.online_total.load(Relaxed));
+    f.sample("scope=\"this_node\"", c.online_local_at_beat.load(Relaxed));
     let (counts, sum) = c.roundtrip_seconds.snapshot();
     let mut f = family(
         o,
@@ -680,5 +819,53 @@ fn process_metrics(o: &mut String) {
             "Maximum number of open file descriptors.",
         )
         .sample("", lim.rlim_cur);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+    /// Every counter in the stats structs reaches the exposition: each is set alone to a value
+    /// no other sample has, and must show up in some sample (alone, or summed with zeros).
+    #[test]
+    fn every_counter_is_exported() {
+        let shared = Shared::new(Config::defaults(), 2, true, "n".into());
+        let mut all: Vec<(String, &AtomicU64)> = Vec::new();
+        for (i, s) in shared.shards.iter().enumerate() {
+            s.each(|name, c| all.push((format!("shard {i} {name}"), c)));
+        }
+        shared
+            .matcher
+            .each(|name, c| all.push((format!("matchmaker {name}"), c)));
+        if let Some(c) = &shared.cluster {
+            c.each(|name, c| all.push((format!("cluster {name}"), c)));
+        }
+        let a = &shared.admission.stats;
+        for (i, c) in a.refused.iter().chain(&a.dropped).enumerate() {
+            all.push((format!("admission {i}"), c));
+        }
+        all.push(("admission tracked".into(), &a.tracked));
+        all.push(("accept errors".into(), &shared.accept_errors));
+        all.push(("accept overload".into(), &shared.accept_overload));
+        all.push(("accept socket cap".into(), &shared.accept_socket_cap));
+        assert!(all.len() > 100, "{} counters", all.len());
+        const MARK: u64 = 987_654_321;
+        let mut missing = Vec::new();
+        for (what, c) in &all {
+            c.store(MARK, Relaxed);
+            let text = render(&shared);
+            let shown = text
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .any(|l| l.rsplit(' ').next() == Some(&MARK.to_string()));
+            if !shown {
+                missing.push(what.clone());
+            }
+            c.store(0, Relaxed);
+        }
+        assert!(missing.is_empty(), "not in /metrics: {missing:?}");
     }
 }

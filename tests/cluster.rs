@@ -410,3 +410,37 @@ fn a_node_whose_redis_is_down_at_start_serves_alone_and_says_so_once() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a redis:// URL"), "{err}");
 }
+
+#[test]
+fn a_malformed_heartbeat_value_does_not_break_the_others() {
+    let _g = serial();
+    let _w = watchdog(60);
+    let c = Cluster::start(2, &[]);
+    // Something that is not a roulette node writes a heartbeat key with a non-number in it.
+    c.redis
+        .command(&["SET", "rl:node:intruder", "not-a-number", "PX", "600000"]);
+    c.redis.command(&["SADD", "rl:nodes", "intruder"]);
+    // Several heartbeats later the nodes are still up and still pair across.
+    let losses = |i: usize| {
+        c.nodes[i]
+            .metric("roulette_cluster_redis_link_losses_total")
+            .unwrap_or(0.0)
+    };
+    let before = (losses(0), losses(1));
+    for i in 0..2 {
+        c.nodes[i].wait_metric_at_least(
+            "roulette_cluster_redis_roundtrips_total",
+            c.nodes[i]
+                .metric("roulette_cluster_redis_roundtrips_total")
+                .unwrap_or(0.0)
+                + 6.0,
+            Duration::from_secs(15),
+        );
+    }
+    assert_eq!((losses(0), losses(1)), before, "a heartbeat failed");
+    for i in 0..2 {
+        assert_eq!(c.nodes[i].metric("roulette_cluster_redis_up"), Some(1.0));
+    }
+    let (mut a, mut b, _) = pair_across(c.addr(0), &["hb"], c.addr(1), &["hb"]);
+    exchange(&mut a, &mut b, 5, "after the intruder");
+}

@@ -690,7 +690,10 @@ impl Bridge {
         l.beats += 1;
         let t0 = Instant::now();
         let keys: Vec<String> = members.iter().map(|m| format!("rl:node:{m}")).collect();
-        let counts: Vec<Option<u64>> = if keys.is_empty() {
+        // Read as text: one malformed value (written by anything but a roulette node) must not
+        // make every heartbeat fail. A heartbeat key that exists is a live node, whatever it
+        // holds; its client count counts only when it is a number.
+        let counts: Vec<Option<String>> = if keys.is_empty() {
             Vec::new()
         } else {
             redis::cmd("MGET")
@@ -711,7 +714,7 @@ impl Bridge {
             match c {
                 Some(n) => {
                     if *m != l.id {
-                        total += n;
+                        total += n.trim().parse::<u64>().unwrap_or(0);
                         live.insert(m.clone());
                     }
                 }
@@ -745,7 +748,10 @@ impl Bridge {
                         t.revive(i);
                     }
                 }
-                t.reap(&|n| live.contains(n))
+                let now = Instant::now();
+                let died = t.reap(&|n| live.contains(n), now);
+                t.forget_dead(now);
+                died
             }
             Err(_) => Vec::new(),
         };

@@ -63,21 +63,33 @@ impl ClusterMsg {
     }
 }
 
-/// The other nodes this process has heard of. Index 0 is this node; an index is never reused,
-/// so a `ConnId` of a dead node never aliases a live one.
+/// The other nodes this process has heard of. Index 0 is this node. An index is not reused
+/// while anything may still name it: only after its node has been dead for
+/// [`NodeTable::REUSE_AFTER`] (every pair with it ended when it died), so a `ConnId` of a dead
+/// node never aliases a live one, and the table stays as small as the nodes of the last
+/// minutes, however often nodes restart.
 #[derive(Default)]
 pub struct NodeTable {
     names: Vec<String>,
     alive: Vec<bool>,
+    /// When each dead node was found dead.
+    dead_since: Vec<Option<std::time::Instant>>,
     by_name: HashMap<String, u16>,
+    /// Indexes free for reuse.
+    free: Vec<u16>,
 }
 
 impl NodeTable {
+    /// How long a dead node's index stays reserved.
+    pub const REUSE_AFTER: Duration = Duration::from_secs(600);
+
     pub fn new() -> Self {
         NodeTable {
             names: vec![String::new()],
             alive: vec![true],
+            dead_since: vec![None],
             by_name: HashMap::new(),
+            free: Vec::new(),
         }
     }
 
@@ -86,11 +98,28 @@ impl NodeTable {
         if let Some(&i) = self.by_name.get(name) {
             return Some(i);
         }
-        let i = u16::try_from(self.names.len())
-            .ok()
-            .filter(|&i| i < u16::MAX)?;
-        self.names.push(name.to_string());
-        self.alive.push(true);
+        let i = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                let i = u16::try_from(self.names.len())
+                    .ok()
+                    .filter(|&i| i < u16::MAX)?;
+                self.names.push(String::new());
+                self.alive.push(true);
+                self.dead_since.push(None);
+                i
+            }
+        };
+        let at = usize::from(i);
+        if let (Some(n), Some(a), Some(d)) = (
+            self.names.get_mut(at),
+            self.alive.get_mut(at),
+            self.dead_since.get_mut(at),
+        ) {
+            *n = name.to_string();
+            *a = true;
+            *d = None;
+        }
         self.by_name.insert(name.to_string(), i);
         Some(i)
     }
@@ -99,7 +128,10 @@ impl NodeTable {
         if idx == 0 {
             return None;
         }
-        self.names.get(usize::from(idx)).map(String::as_str)
+        self.names
+            .get(usize::from(idx))
+            .map(String::as_str)
+            .filter(|n| !n.is_empty())
     }
 
     pub fn lookup(&self, name: &str) -> Option<u16> {
@@ -107,26 +139,61 @@ impl NodeTable {
     }
 
     /// Mark dead every known node not in `live`; returns the indexes that just died.
-    pub fn reap(&mut self, live: &dyn Fn(&str) -> bool) -> Vec<u16> {
+    pub fn reap(&mut self, live: &dyn Fn(&str) -> bool, now: std::time::Instant) -> Vec<u16> {
         let mut died = Vec::new();
-        for (i, (name, alive)) in self.names.iter().zip(self.alive.iter_mut()).enumerate() {
-            if i != 0 && *alive && !live(name) {
+        for (i, ((name, alive), since)) in self
+            .names
+            .iter()
+            .zip(self.alive.iter_mut())
+            .zip(self.dead_since.iter_mut())
+            .enumerate()
+        {
+            if i != 0 && *alive && !name.is_empty() && !live(name) {
                 *alive = false;
+                *since = Some(now);
                 died.extend(u16::try_from(i).ok());
             }
         }
         died
     }
 
+    /// Free the indexes of nodes dead for longer than [`Self::REUSE_AFTER`].
+    pub fn forget_dead(&mut self, now: std::time::Instant) {
+        for (i, (name, since)) in self.names.iter_mut().zip(&mut self.dead_since).enumerate() {
+            if since.is_some_and(|t| now.duration_since(t) >= Self::REUSE_AFTER) {
+                self.by_name.remove(name.as_str());
+                name.clear();
+                *since = None;
+                self.free.extend(u16::try_from(i).ok());
+            }
+        }
+    }
+
     /// A node we had given up on talks again (its heartbeat came back).
     pub fn revive(&mut self, idx: u16) {
-        if let Some(a) = self.alive.get_mut(usize::from(idx)) {
+        let at = usize::from(idx);
+        if let (Some(a), Some(d)) = (self.alive.get_mut(at), self.dead_since.get_mut(at)) {
             *a = true;
+            *d = None;
         }
     }
 
     pub fn is_alive(&self, idx: u16) -> bool {
         self.alive.get(usize::from(idx)).copied().unwrap_or(false)
+    }
+
+    /// Is `name` a node we know and believe alive?
+    pub fn is_live_name(&self, name: &str) -> bool {
+        self.lookup(name).is_some_and(|i| self.is_alive(i))
+    }
+
+    /// Nodes with an entry (alive or dead but not forgotten), for tests and metrics.
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
     }
 }
 
@@ -179,6 +246,48 @@ impl Default for ClusterStats {
 }
 
 impl ClusterStats {
+    /// Every counter and gauge with its field name; destructured without `..` so that a new
+    /// field must be listed (and, through the exposition test, exported).
+    pub fn each<'a>(&'a self, mut f: impl FnMut(&'static str, &'a AtomicU64)) {
+        let ClusterStats {
+            up,
+            nodes,
+            online_total,
+            online_local_at_beat,
+            connects,
+            link_losses,
+            roundtrips,
+            errors,
+            records_out,
+            records_in,
+            publishes,
+            payloads_in,
+            dropped_while_down,
+            pairs,
+            queued,
+            nodes_down,
+            gaps,
+            roundtrip_seconds: _,
+        } = self;
+        f("up", up);
+        f("nodes", nodes);
+        f("online_total", online_total);
+        f("online_local_at_beat", online_local_at_beat);
+        f("connects", connects);
+        f("link_losses", link_losses);
+        f("roundtrips", roundtrips);
+        f("errors", errors);
+        f("records_out", records_out);
+        f("records_in", records_in);
+        f("publishes", publishes);
+        f("payloads_in", payloads_in);
+        f("dropped_while_down", dropped_while_down);
+        f("pairs", pairs);
+        f("queued", queued);
+        f("nodes_down", nodes_down);
+        f("gaps", gaps);
+    }
+
     pub fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
     }
@@ -253,18 +362,46 @@ mod tests {
     }
 
     #[test]
-    fn node_indexes_are_never_reused() {
+    fn node_indexes_are_not_reused_while_they_may_be_named() {
+        let t0 = std::time::Instant::now();
         let mut t = NodeTable::new();
         let a = t.intern("a").unwrap();
         let b = t.intern("b").unwrap();
         assert_eq!((a, b), (1, 2));
         assert_eq!(t.intern("a"), Some(1));
-        assert_eq!(t.reap(&|n| n == "b"), vec![1]);
+        assert_eq!(t.reap(&|n| n == "b", t0), vec![1]);
         assert!(!t.is_alive(1) && t.is_alive(2));
-        assert_eq!(t.reap(&|n| n == "b"), Vec::<u16>::new());
+        assert_eq!(t.reap(&|n| n == "b", t0), Vec::<u16>::new());
         assert_eq!(t.intern("c"), Some(3));
         assert_eq!(t.name(0), None);
         assert_eq!(t.name(3), Some("c"));
+        // Dead for less than the grace period: still reserved.
+        t.forget_dead(t0 + NodeTable::REUSE_AFTER / 2);
+        assert_eq!(t.intern("d"), Some(4));
+        assert_eq!(t.name(1), Some("a"));
+        // After it, forgotten, and the index serves the next new node.
+        t.forget_dead(t0 + NodeTable::REUSE_AFTER);
+        assert_eq!(t.name(1), None);
+        assert_eq!(t.lookup("a"), None);
+        assert_eq!(t.intern("e"), Some(1));
+        assert!(t.is_alive(1));
+    }
+
+    #[test]
+    fn the_node_table_stays_small_however_many_incarnations_come_and_go() {
+        let mut now = std::time::Instant::now();
+        let mut t = NodeTable::new();
+        for i in 0..100_000u32 {
+            let name = format!("n~{i}");
+            assert!(
+                t.intern(&name).is_some(),
+                "table full after {i} incarnations"
+            );
+            t.reap(&|n| n != name, now);
+            now += Duration::from_secs(1);
+            t.forget_dead(now);
+        }
+        assert!(t.len() <= 601, "{} entries", t.len());
     }
 
     #[test]

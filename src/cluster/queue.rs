@@ -17,20 +17,23 @@
 use super::{ClusterMsg, HEARTBEAT, TTL};
 use crate::chat::matchmaker::{Matchmaker, Pairing, Status};
 use crate::xshard::ConnId;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 pub struct ClusterQueue {
     hold: Duration,
     /// The bridge has a live link to Redis.
     up: bool,
-    /// Users waiting here for a local partner before they are enqueued, oldest first.
-    holding: VecDeque<(Instant, ConnId, u32)>,
+    /// Users waiting here for a local partner before they are enqueued, by deadline, and
+    /// each user's deadline (so a user who asks for something else leaves no timer behind).
+    holding: BTreeMap<(Instant, ConnId), u32>,
+    held: HashMap<ConnId, Instant>,
     /// Users in the cluster queue, with the ticket they were queued under. Their interests
     /// stay in the matchmaker (`last_interests`), which forgets nothing about a queued user.
     published: HashMap<ConnId, u32>,
-    /// When published users' interest waits pass.
+    /// When published users' interest waits pass, and each user's entry.
     open_timers: BTreeMap<(Instant, ConnId), u32>,
+    open_at: HashMap<ConnId, Instant>,
     /// Published when the link was lost; may still be claimed until `quarantine_until`.
     quarantine: HashMap<ConnId, u32>,
     quarantine_until: Option<Instant>,
@@ -43,9 +46,11 @@ impl ClusterQueue {
         ClusterQueue {
             hold,
             up: false,
-            holding: VecDeque::new(),
+            holding: BTreeMap::new(),
+            held: HashMap::new(),
             published: HashMap::new(),
             open_timers: BTreeMap::new(),
+            open_at: HashMap::new(),
             quarantine: HashMap::new(),
             quarantine_until: None,
             out: Vec::new(),
@@ -64,7 +69,7 @@ impl ClusterQueue {
 
     pub fn next_deadline(&self) -> Option<Instant> {
         [
-            self.holding.front().map(|h| h.0),
+            self.holding.first_key_value().map(|(k, _)| k.0),
             self.open_timers.first_key_value().map(|(k, _)| k.0),
             self.quarantine_until,
         ]
@@ -80,6 +85,27 @@ impl ClusterQueue {
             self.out.push(ClusterMsg::Withdraw { user });
         }
         self.quarantine.remove(&user);
+        self.unhold(user);
+        self.unopen(user);
+    }
+
+    fn unhold(&mut self, user: ConnId) {
+        if let Some(at) = self.held.remove(&user) {
+            self.holding.remove(&(at, user));
+        }
+    }
+
+    fn unopen(&mut self, user: ConnId) {
+        if let Some(at) = self.open_at.remove(&user) {
+            self.open_timers.remove(&(at, user));
+        }
+    }
+
+    /// Timers held (holds and interest waits), for tests: none outlive their user's request.
+    pub fn timers(&self) -> usize {
+        debug_assert_eq!(self.holding.len(), self.held.len());
+        debug_assert_eq!(self.open_timers.len(), self.open_at.len());
+        self.holding.len() + self.open_timers.len()
     }
 
     /// `user` waits in the cluster queue (or in quarantine) rather than here: a `next` keeps
@@ -91,8 +117,11 @@ impl ClusterQueue {
     /// The local matchmaker handled `user`'s request (`ticket`): unpaired, it is held here for
     /// a local partner, then enqueued.
     pub fn after_request(&mut self, paired: bool, user: ConnId, ticket: u32, now: Instant) {
+        self.unhold(user);
         if !paired && self.up {
-            self.holding.push_back((now + self.hold, user, ticket));
+            let at = now + self.hold;
+            self.holding.insert((at, user), ticket);
+            self.held.insert(user, at);
         }
     }
 
@@ -112,7 +141,9 @@ impl ClusterQueue {
             open: w.open,
         });
         if let Some(at) = w.open_at {
+            self.unopen(user);
             self.open_timers.insert((at, user), w.ticket);
+            self.open_at.insert(user, at);
         }
         self.published.insert(user, w.ticket);
     }
@@ -127,9 +158,11 @@ impl ClusterQueue {
         let current = self.published.get(&pairing.a) == Some(&pairing.a_ticket);
         if current {
             self.published.remove(&pairing.a);
+            self.unopen(pairing.a);
         }
         if !pairing.b.is_remote() && self.published.get(&pairing.b) == Some(&pairing.b_ticket) {
             self.published.remove(&pairing.b);
+            self.unopen(pairing.b);
         }
         if current {
             mm.pair_external(pairing.a, pairing.b, pairing.epoch);
@@ -149,6 +182,7 @@ impl ClusterQueue {
     ) {
         if self.published.get(&user) == Some(&ticket) {
             self.published.remove(&user);
+            self.unopen(user);
             mm.pair_external(user, partner, epoch);
         }
     }
@@ -162,6 +196,7 @@ impl ClusterQueue {
     ) -> Vec<Pairing<ConnId>> {
         self.up = up;
         self.holding.clear();
+        self.held.clear();
         let mut made = Vec::new();
         if up {
             // Whoever waits here, or waited in the old incarnation's queue (dead with it),
@@ -173,6 +208,7 @@ impl ClusterQueue {
             }
         } else {
             self.open_timers.clear();
+            self.open_at.clear();
             self.quarantine.extend(self.published.drain());
             if !self.quarantine.is_empty() {
                 self.quarantine_until = Some(now + TTL + HEARTBEAT);
@@ -204,11 +240,12 @@ impl ClusterQueue {
     /// the cluster queue, the end of a quarantine.
     pub fn expire(&mut self, mm: &mut Matchmaker<ConnId>, now: Instant) -> Vec<Pairing<ConnId>> {
         let mut made = Vec::new();
-        while let Some(&(at, user, ticket)) = self.holding.front() {
+        while let Some((&(at, user), &ticket)) = self.holding.first_key_value() {
             if at > now {
                 break;
             }
-            self.holding.pop_front();
+            self.holding.remove(&(at, user));
+            self.held.remove(&user);
             let still = matches!(mm.status(user), Status::Waiting { ticket: t, .. } if t == ticket);
             if self.up && still {
                 self.publish(mm, user);
@@ -219,6 +256,7 @@ impl ClusterQueue {
                 break;
             }
             self.open_timers.remove(&(at, user));
+            self.open_at.remove(&user);
             if self.published.get(&user) == Some(&ticket) {
                 self.out.push(ClusterMsg::OpenUp { user, ticket });
             }
@@ -311,6 +349,27 @@ mod tests {
         // Its interest wait passes in the cluster queue.
         q.expire(&mut mm, t0 + WAIT);
         assert_eq!(out(&mut q), ["open 1 t1"]);
+    }
+
+    #[test]
+    fn users_who_come_and_go_leave_no_timer_behind() {
+        // A long hold and a long interest wait: nothing may wait for them to pass.
+        let t0 = Instant::now();
+        let mut mm = Matchmaker::new(Duration::from_secs(3600));
+        let mut q = ClusterQueue::new(Duration::from_secs(3600));
+        q.on_link(&mut mm, true, t0);
+        for i in 0..1000u32 {
+            let now = t0 + Duration::from_millis(u64::from(i));
+            find(&mut mm, &mut q, i, 1, &["x"], now);
+            // Some are held, some already published with an interest wait pending.
+            if i % 2 == 0 {
+                q.expire(&mut mm, now + Duration::from_secs(3600));
+            }
+            mm.leave(user(i));
+            q.forget(user(i));
+        }
+        assert_eq!(q.timers(), 0);
+        assert_eq!(q.queued(), 0);
     }
 
     #[test]

@@ -123,6 +123,11 @@ impl Subscriber {
                     self.on_payload(msg.get_payload_bytes(), own_id, &mut expected);
                 }
                 Err(e) if e.is_timeout() => {
+                    // Forget the sequence numbers of senders that are dead (a node that comes
+                    // back is a new incarnation with a name of its own).
+                    if let Ok(t) = self.table.lock() {
+                        expected.retain(|sender, _| t.is_live_name(sender));
+                    }
                     if last_heard.elapsed() > SILENCE {
                         self.lost(channel, format!("no message for {SILENCE:?}"));
                         return Next::Idle;
@@ -168,6 +173,22 @@ impl Subscriber {
         }
         *want = batch.seq.wrapping_add(1);
         ClusterStats::add(&self.stats.records_in, batch.records.len() as u64);
+        // A relay's frame goes to a client's socket as it is: it must be what a roulette node
+        // encodes (one final, unmasked text frame of valid UTF-8), or the whole link is
+        // suspect and every pair with that node ends, as after a gap.
+        if let Some(bad) = batch.records.iter().find_map(|r| match r {
+            Record::Relay { frame, .. } => server_text_frame(frame).err(),
+            _ => None,
+        }) {
+            ClusterStats::add(&self.stats.errors, 1);
+            warn!(
+                "cluster: {} relayed a malformed frame ({bad}); ending the pairs with it",
+                batch.sender
+            );
+            self.node_down(node);
+            let _ = self.events.send(SubEvent::Gap { node });
+            return;
+        }
         for rec in batch.records {
             if matches!(rec, Record::Reset) {
                 self.node_down(node);
@@ -190,8 +211,132 @@ impl Subscriber {
     }
 }
 
+/// Is `frame` exactly one final, unmasked text frame with a UTF-8 payload?
+pub fn server_text_frame(frame: &[u8]) -> Result<(), &'static str> {
+    use crate::ws::frame::{FrameHeader, OpCode};
+    let (h, head) = match FrameHeader::parse(frame) {
+        Ok(Some(x)) => x,
+        Ok(None) => return Err("truncated header"),
+        Err(_) => return Err("bad header"),
+    };
+    if !h.fin || h.opcode != OpCode::Text || h.mask.is_some() {
+        return Err("not a final unmasked text frame");
+    }
+    let payload = frame.get(head..).ok_or("truncated")?;
+    if payload.len() as u64 != h.payload_len {
+        return Err("length does not match");
+    }
+    std::str::from_utf8(payload).map_err(|_| "text is not UTF-8")?;
+    Ok(())
+}
+
 enum Next {
     Resubscribe(String),
     Idle,
     Exit,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::wire::WireConn;
+    use crate::ws::{self, OpCode};
+    use crate::xshard::PeerMsg;
+
+    #[test]
+    fn only_well_formed_server_text_frames_pass() {
+        let mut ok = Vec::new();
+        ws::write_frame(&mut ok, OpCode::Text, br#"{"type":"message","text":"hi"}"#);
+        assert_eq!(server_text_frame(&ok), Ok(()));
+        let mut binary = Vec::new();
+        ws::write_frame(&mut binary, OpCode::Binary, b"x");
+        let mut bad_utf8 = Vec::new();
+        ws::write_frame(&mut bad_utf8, OpCode::Text, b"\xff");
+        let mut masked = Vec::new();
+        ws::write_masked_frame(&mut masked, OpCode::Text, true, b"hi", [1, 2, 3, 4]);
+        let mut two = ok.clone();
+        two.extend_from_slice(&ok);
+        for (what, f) in [
+            ("binary", &binary),
+            ("bad UTF-8", &bad_utf8),
+            ("masked", &masked),
+            ("two frames", &two),
+            ("truncated", &ok[..ok.len() - 1].to_vec()),
+            ("empty", &Vec::new()),
+            ("close", &vec![0x88, 0x00]),
+        ] {
+            assert!(server_text_frame(f).is_err(), "{what} passed");
+        }
+    }
+
+    /// A subscriber whose one shard is an inbox the test reads.
+    fn subscriber() -> (Subscriber, crossbeam_channel::Receiver<ShardMsg>, mio::Poll) {
+        let poll = mio::Poll::new().unwrap();
+        let waker = std::sync::Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        let (ev_tx, _ev_rx) = crossbeam_channel::unbounded();
+        let (_ctl_tx, ctl_rx) = crossbeam_channel::unbounded();
+        let sub = Subscriber {
+            client: redis::Client::open("redis://127.0.0.1:1").unwrap(),
+            ctl: ctl_rx,
+            events: ev_tx,
+            shards: vec![ShardHandle::new(tx, waker, 1 << 20)],
+            table: Arc::new(Mutex::new(NodeTable::new())),
+            stats: Arc::new(ClusterStats::default()),
+        };
+        (sub, rx, poll)
+    }
+
+    fn batch(frame: &[u8]) -> Vec<u8> {
+        let mut p = Vec::new();
+        wire::begin(&mut p, "other~1", 1);
+        wire::push(
+            &mut p,
+            &Record::Relay {
+                to: WireConn {
+                    shard: 0,
+                    slot: 3,
+                    gen: 1,
+                },
+                epoch: 9,
+                frame,
+            },
+        );
+        p
+    }
+
+    #[test]
+    fn a_malformed_relayed_frame_ends_the_pairs_with_its_node_instead_of_reaching_a_socket() {
+        let (sub, rx, _poll) = subscriber();
+        let mut expected = HashMap::new();
+        let mut good = Vec::new();
+        ws::write_frame(&mut good, OpCode::Text, b"{}");
+        sub.on_payload(&batch(&good), "me~1", &mut expected);
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(ShardMsg::Peer(crate::xshard::Peer {
+                msg: PeerMsg::Relay { epoch: 9, .. },
+                ..
+            }))
+        ));
+        let mut evil = Vec::new();
+        ws::write_frame(&mut evil, OpCode::Close, &[0x03, 0xe8]);
+        let mut p = Vec::new();
+        wire::begin(&mut p, "other~1", 2);
+        wire::push(
+            &mut p,
+            &Record::Relay {
+                to: WireConn {
+                    shard: 0,
+                    slot: 3,
+                    gen: 1,
+                },
+                epoch: 9,
+                frame: &evil,
+            },
+        );
+        sub.on_payload(&p, "me~1", &mut expected);
+        assert!(matches!(rx.try_recv(), Ok(ShardMsg::NodeDown { node: 1 })));
+        assert!(rx.try_recv().is_err(), "nothing else is delivered");
+    }
 }

@@ -17,7 +17,7 @@ pub const CLOSE_CODES: [u16; 10] = [
 ];
 
 /// HTTP statuses counted separately; anything else is counted as "other" (0).
-pub const HTTP_CODES: [u16; 11] = [200, 304, 400, 403, 404, 405, 408, 426, 431, 503, 0];
+pub const HTTP_CODES: [u16; 12] = [200, 304, 400, 403, 404, 405, 408, 426, 429, 431, 503, 0];
 
 /// Upper bounds (seconds) of the time-to-match histogram buckets.
 pub const MATCH_WAIT_BUCKETS: [f64; 12] = [
@@ -149,6 +149,89 @@ impl Default for ShardStats {
             http_by_code: Default::default(),
             match_wait: AtomicHistogram::new(&MATCH_WAIT_BUCKETS),
             loop_time: AtomicHistogram::new(&LOOP_BUCKETS),
+        }
+    }
+}
+
+impl ShardStats {
+    /// Every counter and gauge with the name of its field (array fields once per element).
+    /// The struct is destructured without `..`, so a new field does not compile until it is
+    /// listed here, and the exposition test in metrics.rs then checks that `/metrics` shows
+    /// it. The two histograms are rendered (and tested) on their own.
+    pub fn each<'a>(&'a self, mut f: impl FnMut(&'static str, &'a AtomicU64)) {
+        let ShardStats {
+            loop_turns,
+            accepted,
+            closed,
+            open_sockets,
+            upgrades_chat,
+            upgrades_echo,
+            http_responses,
+            handshake_timeouts,
+            head_parses,
+            message_timeouts,
+            write_stalls,
+            output_budget_closes,
+            backpressure_pauses,
+            backpressure_closes,
+            bytes_in,
+            bytes_out,
+            messages_in,
+            messages_out,
+            relayed_local,
+            relayed_cross,
+            relayed_cluster,
+            cluster_pairs_lost,
+            xshard_received,
+            wakeups,
+            outbox_full,
+            rate_limited,
+            slow_consumer_closes,
+            idle_timeouts,
+            out_queue_bytes,
+            closes_sent,
+            closes_received,
+            http_by_code,
+            match_wait: _,
+            loop_time: _,
+        } = self;
+        f("loop_turns", loop_turns);
+        f("accepted", accepted);
+        f("closed", closed);
+        f("open_sockets", open_sockets);
+        f("upgrades_chat", upgrades_chat);
+        f("upgrades_echo", upgrades_echo);
+        f("http_responses", http_responses);
+        f("handshake_timeouts", handshake_timeouts);
+        f("head_parses", head_parses);
+        f("message_timeouts", message_timeouts);
+        f("write_stalls", write_stalls);
+        f("output_budget_closes", output_budget_closes);
+        f("backpressure_pauses", backpressure_pauses);
+        f("backpressure_closes", backpressure_closes);
+        f("bytes_in", bytes_in);
+        f("bytes_out", bytes_out);
+        f("messages_in", messages_in);
+        f("messages_out", messages_out);
+        f("relayed_local", relayed_local);
+        f("relayed_cross", relayed_cross);
+        f("relayed_cluster", relayed_cluster);
+        f("cluster_pairs_lost", cluster_pairs_lost);
+        f("xshard_received", xshard_received);
+        f("wakeups", wakeups);
+        f("outbox_full", outbox_full);
+        f("rate_limited", rate_limited);
+        f("slow_consumer_closes", slow_consumer_closes);
+        f("idle_timeouts", idle_timeouts);
+        f("out_queue_bytes", out_queue_bytes);
+        for c in closes_sent {
+            f("closes_sent", c);
+        }
+        for c in closes_received {
+            f("closes_received", c);
+        }
+        for c in http_by_code {
+            f("http_by_code", c);
         }
     }
 }
