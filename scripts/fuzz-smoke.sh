@@ -8,7 +8,7 @@ if ! rustup toolchain list 2>/dev/null | grep -q nightly; then
   echo "fuzz-smoke: no nightly toolchain; skipping the fuzz smoke run"; exit 0
 fi
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked -q
-for t in frame_decoder http_request chat_message matchmaker_ops cluster_wire; do
+for t in frame_decoder http_request chat_message matchmaker_ops cluster_wire proxy_header; do
   corpus=$(mktemp -d); cp seeds/$t/* "$corpus"/
   echo "fuzz-smoke: $t for ${secs}s"
   cargo +nightly fuzz run "$t" "$corpus" -- -max_total_time="$secs" -print_final_stats=1 2>&1 \

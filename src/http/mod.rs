@@ -1,4 +1,6 @@
-//! HTTP/1.1 request heads and canned responses: pure, no sockets.
+//! HTTP/1.1 request heads and canned responses, and the client address behind proxies: pure,
+//! no sockets.
+pub mod proxy;
 pub mod request;
 pub mod response;
 
