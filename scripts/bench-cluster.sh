@@ -51,7 +51,9 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # Start a node; sets ADDR once it listens (and, in a cluster, is linked to Redis).
 start_node() { # log shards [cluster-url name]
   local logf=$1 shards=$2 url=${3:-} name=${4:-} args
-  args=(--listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --shards "$shards" --rate-limit-per-sec 0 --interest-wait 120)
+  # The load comes from a few loopback addresses: every per-client limit is off.
+  args=(--listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --shards "$shards" --rate-limit-per-sec 0
+    --max-connections-per-ip 0 --handshake-rate-per-ip 0 --interest-wait 120)
   [ -n "$url" ] && args+=(--cluster "$url" --node-name "$name")
   RUST_LOG=info "$BIN" "${args[@]}" >/dev/null 2>"$logf" &
   PIDS+=($!)

@@ -85,8 +85,14 @@ start_server() {
       local bin=$ROULETTE_BIN
       [ "$name" = roulette ] || bin=${ROULETTE_OLD_BIN:?roulette-old needs ROULETTE_OLD_BIN}
       # shellcheck disable=SC2086
+      # The load comes from a few loopback addresses: every per-client limit is off (the
+      # per-address flags exist from the admission release on; older builds lack them).
+      local per_ip=()
+      "$bin" --help | grep -q -- --max-connections-per-ip &&
+        per_ip=(--max-connections-per-ip 0 --handshake-rate-per-ip 0)
+      # shellcheck disable=SC2086
       "$bin" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
-        --rate-limit-per-sec 0 --max-connections 100000 $ROULETTE_ARGS 2>"$logf" &
+        --rate-limit-per-sec 0 --max-connections 100000 "${per_ip[@]}" $ROULETTE_ARGS 2>"$logf" &
       pattern='roulette listening on' ;;
     baseline)
       # shellcheck disable=SC2086

@@ -32,7 +32,7 @@ cleanup() {
 trap cleanup EXIT
 
 "$SERVER" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --enable-echo \
-    --rate-limit-per-sec 0 2>"$WORK/server.log" &
+    --rate-limit-per-sec 0 --max-connections-per-ip 0 --handshake-rate-per-ip 0 2>"$WORK/server.log" &
 SERVER_PID=$!
 
 ADDR=""

@@ -9,7 +9,8 @@ out=${1:-$(mktemp -d /tmp/roulette-soak.XXXX)}; mkdir -p "$out"
 secs=${SOAK_SECONDS:-1800}; every=${SAMPLE_SECONDS:-10}; rate=${CHURN_RATE:-200}
 cargo build --release -q -p roulette -p loadtest
 logf=$out/server.log
-target/release/roulette --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 2>"$logf" &
+target/release/roulette --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
+  --max-connections-per-ip 0 --handshake-rate-per-ip 0 2>"$logf" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 addr=""

@@ -54,7 +54,9 @@ grep -c '^Success' /tmp/roulette-bench-smoke.log | sed 's/^/benchmarks run: /'
 # Start the release binary on free ports and wait for its address.
 start_server() { # args...; sets SRV_PID, SRV_ADDR, SRV_METRICS
   local logf; logf=$(mktemp)
-  RUST_LOG=info "$BIN" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 "$@" 2>"$logf" &
+  # The conformance suite opens every connection from one address: per-address limits off.
+  RUST_LOG=info "$BIN" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
+    --max-connections-per-ip 0 --handshake-rate-per-ip 0 "$@" 2>"$logf" &
   SRV_PID=$!
   for _ in $(seq 100); do
     SRV_ADDR=$(sed -n 's/.*roulette listening on \([^ ]*\).*/\1/p' "$logf" | head -1)

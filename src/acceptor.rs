@@ -1,7 +1,9 @@
 //! The accept loop: a blocking thread that hands sockets round-robin to the shards. It never
 //! reads from a client socket.
+use crate::admission::Verdict;
+use crate::http::proxy::ip_key;
 use crate::server::Shared;
-use crate::xshard::{SendError, ShardHandle, ShardMsg};
+use crate::xshard::{Accepted, SendError, ShardHandle, ShardMsg};
 use log::{error, warn};
 use std::io;
 use std::net::TcpListener;
@@ -14,8 +16,8 @@ pub fn run(listener: TcpListener, shards: Vec<ShardHandle>, shared: Arc<Shared>)
     let mut next = 0usize;
     let mut last_log = Instant::now() - Duration::from_secs(60);
     loop {
-        let stream = match listener.accept() {
-            Ok((s, _peer)) => s,
+        let (stream, peer) = match listener.accept() {
+            Ok(x) => x,
             Err(e) => {
                 shared.accept_errors.fetch_add(1, Ordering::Relaxed);
                 match e.raw_os_error() {
@@ -55,7 +57,30 @@ pub fn run(listener: TcpListener, shards: Vec<ShardHandle>, shared: Arc<Shared>)
         // where the outbound cap and the stall timeout see it.
         let _ = crate::sys::set_send_buffer(stream.as_raw_fd(), shared.config.send_buffer_bytes);
         shared.sockets.fetch_add(1, Ordering::Relaxed);
-        let mut msg = ShardMsg::NewConn(mio::net::TcpStream::from_std(stream));
+        // A direct client is admitted by its own address now; behind a trusted proxy the
+        // client's address arrives with the request, and the shard admits it then.
+        let via_proxy = shared.trusted.contains(peer.ip());
+        let (key, refused) = if via_proxy {
+            (0, None)
+        } else {
+            let key = ip_key(peer.ip());
+            match shared.admission.admit(key, shared.now_ms()) {
+                Verdict::Admit => (key, None),
+                Verdict::Refuse { reason, .. } => (0, Some(reason)),
+                Verdict::Drop { .. } => {
+                    // Far over its limit: no answer, and a reset frees the socket at once.
+                    let _ = crate::sys::set_linger_zero(stream.as_raw_fd());
+                    shared.sockets.fetch_sub(1, Ordering::Relaxed);
+                    continue;
+                }
+            }
+        };
+        let mut msg = ShardMsg::NewConn(Accepted {
+            sock: mio::net::TcpStream::from_std(stream),
+            via_proxy,
+            key,
+            refused,
+        });
         let mut delivered = false;
         for i in 0..shards.len() {
             let idx = (next + i) % shards.len();
@@ -76,6 +101,9 @@ pub fn run(listener: TcpListener, shards: Vec<ShardHandle>, shared: Arc<Shared>)
             // Every shard is saturated: shed this connection (the socket closes on drop).
             shared.accept_overload.fetch_add(1, Ordering::Relaxed);
             shared.sockets.fetch_sub(1, Ordering::Relaxed);
+            if key != 0 {
+                shared.admission.release(key, shared.now_ms());
+            }
         }
     }
 }

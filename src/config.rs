@@ -105,6 +105,25 @@ pub struct Config {
     #[arg(long, env = "ROULETTE_SOCKET_HEADROOM", default_value_t = 1024)]
     pub socket_headroom: usize,
 
+    /// Networks of reverse proxies and load balancers allowed to tell the client's address
+    /// (repeatable; environment: comma-separated CIDRs). Only connections from these carry a
+    /// client address (see --proxy-header); a PROXY header from anyone else is refused and an
+    /// X-Forwarded-For from anyone else is ignored. Default: none, every peer is the client.
+    #[arg(
+        long = "trusted-proxy",
+        env = "ROULETTE_TRUSTED_PROXY",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub trusted_proxies: Vec<crate::http::proxy::Cidr>,
+
+    /// Where a trusted proxy puts the client's address: a PROXY protocol v1/v2 header
+    /// (HAProxy, AWS NLB, Google's proxy network load balancers) or the rightmost untrusted
+    /// X-Forwarded-For entry (nginx, AWS ALB, Google's application load balancer, Azure
+    /// Application Gateway, ingress controllers).
+    #[arg(long, env = "ROULETTE_PROXY_HEADER", value_enum, default_value_t = ProxyHeader::ProxyProtocol)]
+    pub proxy_header: ProxyHeader,
+
     /// Open connections (sockets) per client address, IPv6 grouped by /64; more get 429 (or
     /// are closed at once when far over). 0 = no limit.
     #[arg(long, env = "ROULETTE_MAX_CONNECTIONS_PER_IP", default_value_t = 100)]
@@ -253,6 +272,15 @@ pub struct Config {
     /// before joining the cluster-wide queue (0 = join at once). Local pairs need no Redis.
     #[arg(long, env = "ROULETTE_CLUSTER_HOLD", default_value = "0.1", value_parser = parse_seconds)]
     pub cluster_hold: Duration,
+}
+
+/// The source of the client address on connections from a trusted proxy.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyHeader {
+    /// A PROXY protocol v1 or v2 header before the request.
+    ProxyProtocol,
+    /// The X-Forwarded-For request header.
+    XForwardedFor,
 }
 
 /// Commands other than running the server.

@@ -22,6 +22,7 @@ pub mod name {
     pub const MAX_SOCKETS: &str = "roulette_max_sockets";
     pub const MESSAGE_TIMEOUTS_TOTAL: &str = "roulette_message_timeouts_total";
     pub const OPEN_SOCKETS_ALL: &str = "roulette_sockets";
+    pub const PROXY_REFUSED_TOTAL: &str = "roulette_proxy_refused_total";
     pub const OUTPUT_BUDGET_CLOSES_TOTAL: &str = "roulette_output_budget_closes_total";
     pub const WRITE_STALLS_TOTAL: &str = "roulette_write_stalls_total";
     pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
@@ -365,6 +366,12 @@ pub fn render(shared: &Shared) -> String {
             "counter",
             "WebSocket upgrades on /echo.",
             |s| &s.upgrades_echo,
+        ),
+        (
+            name::PROXY_REFUSED_TOTAL,
+            "counter",
+            "Connections refused (400) for a PROXY header from an untrusted peer, or a malformed one.",
+            |s| &s.proxy_refused,
         ),
         (
             name::HTTP_HEAD_PARSES_TOTAL,

@@ -30,6 +30,8 @@ pub struct Shared {
     pub sockets: AtomicUsize,
     /// Per-client-address limits.
     pub admission: Admission,
+    /// --trusted-proxy.
+    pub trusted: crate::http::proxy::TrustedProxies,
     pub started: Instant,
     /// Cluster mode: the Redis path's counters (and the cluster-wide client count).
     pub cluster: Option<Arc<crate::cluster::ClusterStats>>,
@@ -38,6 +40,11 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Milliseconds since the process started: the clock of the per-address limits.
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
     pub fn new(config: Config, shards: usize, cluster: bool, node_name: String) -> Shared {
         let admission = Admission::new(AdmissionConfig {
             max_conns_per_ip: config.max_connections_per_ip,
@@ -58,6 +65,7 @@ impl Shared {
             accept_overload: Default::default(),
             accept_socket_cap: Default::default(),
             admission,
+            trusted: crate::http::proxy::TrustedProxies::new(config.trusted_proxies.clone()),
             started: Instant::now(),
             cluster: cluster.then(|| Arc::new(crate::cluster::ClusterStats::default())),
             node_name,
@@ -373,6 +381,8 @@ fn wait_for_signals(
         } else {
             tick
         };
+        // Addresses with nothing left to remember leave the admission table.
+        shared.admission.sweep(shared.now_ms());
         match sig_rx.recv_timeout(tick) {
             Ok(sig) => {
                 if drain_started.is_some() {

@@ -68,10 +68,21 @@ pub struct Peer {
     pub msg: PeerMsg,
 }
 
+/// A socket the acceptor took, and what admission decided about it at accept.
+pub struct Accepted {
+    pub sock: mio::net::TcpStream,
+    /// The peer is a trusted proxy: the client's address comes with the request.
+    pub via_proxy: bool,
+    /// The address key the connection is counted under (0: not counted).
+    pub key: u64,
+    /// A per-address limit refused it: its request is answered with 429.
+    pub refused: Option<crate::admission::Refusal>,
+}
+
 /// Work for a shard.
 pub enum ShardMsg {
     /// A freshly accepted socket (non-blocking, not yet registered).
-    NewConn(mio::net::TcpStream),
+    NewConn(Accepted),
     /// The matchmaker paired `pairing.a` (on this shard) with `pairing.b`.
     PairMade(Pairing<ConnId>),
     /// For a connection of this shard.

@@ -47,6 +47,9 @@ function startServer(extra = [], listen = '127.0.0.1:0') {
     '--listen', listen,
     '--metrics-listen', '127.0.0.1:0',
     '--interest-wait', '0.5',
+    // The browser and its reconnects come from one address: per-address limits off here.
+    '--max-connections-per-ip', '0',
+    '--handshake-rate-per-ip', '0',
     ...extra,
   ];
   // Flags also read ROULETTE_* variables: don't let the caller's environment change them.

@@ -4,5 +4,7 @@ pub mod proxy;
 pub mod request;
 pub mod response;
 
-pub use request::{handle_request, may_end_head, Endpoint, HttpContext, HttpOutcome};
-pub use response::{accept_key, timeout_response};
+pub use request::{
+    handle_request, header_values, may_end_head, Endpoint, HttpContext, HttpOutcome,
+};
+pub use response::{accept_key, timeout_response, too_many_requests};

@@ -53,6 +53,22 @@ pub fn may_end_head(bytes: &[u8]) -> bool {
     bytes.windows(2).any(|w| w == b"\n\n" || w == b"\n\r")
 }
 
+/// The values of every header `name` (case-insensitive) of a complete request head, in order;
+/// empty when the head does not parse.
+pub fn header_values<'a>(buf: &'a [u8], name: &str) -> Vec<&'a [u8]> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(_)) => req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// Decide what to do with the bytes received so far on a new connection.
 ///
 /// Pure and total: any input gives an outcome, never a panic. `Incomplete` is returned only

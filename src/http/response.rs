@@ -58,6 +58,7 @@ pub fn reason_phrase(code: u16) -> &'static str {
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         426 => "Upgrade Required",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
@@ -74,6 +75,7 @@ pub fn error_body(code: u16) -> &'static str {
         405 => "method not allowed\n",
         408 => "request timeout\n",
         426 => "upgrade required\n",
+        429 => "too many requests\n",
         431 => "request header fields too large\n",
         500 => "internal server error\n",
         503 => "service unavailable\n",
@@ -93,6 +95,17 @@ pub fn error_response(code: u16, head_only: bool) -> Vec<u8> {
         _ => "",
     };
     plain(code, error_body(code), extra, head_only)
+}
+
+/// `429 Too Many Requests` with `Retry-After` (seconds): a per-address limit refused the
+/// connection (RFC 6585 §4).
+pub fn too_many_requests(retry_after: u32) -> Vec<u8> {
+    plain(
+        429,
+        error_body(429),
+        &format!("Retry-After: {retry_after}\r\n"),
+        false,
+    )
 }
 
 /// `GET /healthz`: `200 ok` while accepting, `503` while draining.

@@ -10,6 +10,8 @@ use super::core::Core;
 use super::stats::ShardStats;
 use crate::chat::matchmaker::Pairing;
 use crate::chat::session::{ChatSession, Reply, Route, Sink, Stat};
+use crate::config::ProxyHeader;
+use crate::http::proxy::{self, ProxyParse};
 use crate::http::{self, Endpoint, HttpContext, HttpOutcome};
 use crate::ws::{self, close, Decoder, Event, OpCode};
 use crate::xshard::{ConnId, MatchReq, PeerMsg};
@@ -75,6 +77,16 @@ pub mod flag {
     pub const SHORT_CLOSE: u32 = 1 << 15;
     /// Not read until the shard's queues to other threads drain (back-pressure).
     pub const PAUSED: u32 = 1 << 16;
+    /// The peer is a trusted proxy: the client's address comes with the request.
+    pub const VIA_PROXY: u32 = 1 << 17;
+    /// The PROXY header (or its absence) has been dealt with.
+    pub const PROXY_DONE: u32 = 1 << 18;
+    /// Refused by the per-address connection limit: the request gets 429.
+    pub const REFUSED_CONNS: u32 = 1 << 19;
+    /// Refused by the per-address rate (or a full address table): the request gets 429.
+    pub const REFUSED_RATE: u32 = 1 << 20;
+    /// Close at once, without an answer, with a reset.
+    pub const DROP: u32 = 1 << 21;
 }
 
 /// A connection's transport state: its phase, timers and queued output.
@@ -92,6 +104,8 @@ pub struct Io {
     /// The partial request head, or the partial message being reassembled. Allocated only
     /// while one spans several reads.
     pub assembly: Option<Box<Assembly>>,
+    /// The client address key this connection is counted under (0: none).
+    pub admit_key: u64,
 }
 
 /// Bytes kept across reads: a request head, or a fragmented message.
@@ -124,6 +138,27 @@ impl Io {
     fn enter(&mut self, phase: Phase, core: &Core) {
         self.phase = phase;
         self.since = core.now;
+    }
+
+    /// A per-address limit refused this connection: its request is answered with 429.
+    pub fn refuse(&mut self, r: crate::admission::Refusal) {
+        self.flags |= match r {
+            crate::admission::Refusal::Connections => flag::REFUSED_CONNS,
+            _ => flag::REFUSED_RATE,
+        };
+    }
+
+    /// Admit the client at `ip` now (its address came through a trusted proxy).
+    fn admit(&mut self, ip: std::net::IpAddr, core: &mut Core) {
+        let shared = &core.shared;
+        let key = crate::http::proxy::ip_key(ip);
+        match shared.admission.admit(key, shared.now_ms()) {
+            crate::admission::Verdict::Admit => self.admit_key = key,
+            crate::admission::Verdict::Refuse { reason, .. } => self.refuse(reason),
+            crate::admission::Verdict::Drop { .. } => {
+                self.flags |= flag::DROP | flag::RESET_ON_CLOSE;
+            }
+        }
     }
 
     pub fn mark_dirty(&mut self, slot: usize, core: &mut Core) {
@@ -222,6 +257,18 @@ impl Io {
     }
 }
 
+/// Does a connection from an untrusted peer start with a PROXY header (v1 or v2)?
+fn looks_like_proxy_header(data: &[u8], assembled: Option<&Assembly>) -> bool {
+    let start = match assembled {
+        Some(a) if !a.buf.is_empty() => &a.buf,
+        _ => data,
+    };
+    matches!(
+        proxy::parse_proxy_header(start),
+        ProxyParse::Done { .. } | ProxyParse::Invalid(_)
+    ) && (start.starts_with(b"PROXY ") || start.starts_with(b"\r\n\r\n\0\r\nQUIT\n"))
+}
+
 /// A session's effects, applied to its connection and shard.
 struct ConnSink<'a> {
     io: &'a mut Io,
@@ -303,6 +350,7 @@ impl Conn {
                 out: Vec::new(),
                 out_pos: 0,
                 assembly: None,
+                admit_key: 0,
             },
         }
     }
@@ -317,6 +365,67 @@ impl Conn {
     }
 
     fn on_head_bytes(&mut self, data: &mut [u8], slot: usize, core: &mut Core) {
+        if self.io.has(flag::VIA_PROXY) {
+            if !self.io.has(flag::PROXY_DONE)
+                && core.shared.config.proxy_header == ProxyHeader::ProxyProtocol
+            {
+                return self.on_proxy_bytes(data, slot, core);
+            }
+        } else if looks_like_proxy_header(data, self.io.assembly.as_deref()) {
+            // Only a trusted proxy may say who the client is.
+            ShardStats::inc(&core.stats().proxy_refused);
+            return self.reply(http::response::error_response(400, false), slot, core);
+        }
+        self.on_request_bytes(data, slot, core);
+    }
+
+    /// Bytes from a trusted proxy before its PROXY header is complete.
+    fn on_proxy_bytes(&mut self, data: &mut [u8], slot: usize, core: &mut Core) {
+        let mut asm = self.io.assembly.take().unwrap_or_else(|| {
+            Box::new(Assembly {
+                started: core.now,
+                ..Assembly::default()
+            })
+        });
+        asm.buf.extend_from_slice(data);
+        let peer = self.sock.peer_addr().map(|a| a.ip());
+        let (len, client) = match proxy::parse_proxy_header(&asm.buf) {
+            ProxyParse::Incomplete => {
+                self.io.assembly = Some(asm);
+                return;
+            }
+            // No header: the proxy's own request (a health check); it is the client.
+            ProxyParse::NotProxy => (0, peer.ok()),
+            ProxyParse::Done { len, source } => (len, source.map(|s| s.ip()).or(peer.ok())),
+            ProxyParse::Invalid(e) => {
+                debug!("shard {}: slot {slot}: bad PROXY header: {e}", core.id);
+                ShardStats::inc(&core.stats().proxy_refused);
+                return self.reply(http::response::error_response(400, false), slot, core);
+            }
+        };
+        self.io.flags |= flag::PROXY_DONE;
+        if let Some(ip) = client {
+            self.io.admit(ip, core);
+        }
+        if self.io.has(flag::DROP) {
+            return;
+        }
+        let mut rest = asm.buf.split_off(len.min(asm.buf.len()));
+        if !rest.is_empty() {
+            self.on_request_bytes(&mut rest, slot, core);
+        }
+    }
+
+    /// Send a non-101 response, then close gracefully.
+    fn reply(&mut self, bytes: Vec<u8>, slot: usize, core: &mut Core) {
+        self.io.assembly = None;
+        self.io.enter(Phase::HttpReply, core);
+        self.io.flags |= flag::SHUT_AFTER_FLUSH;
+        core.stats().count_http(&bytes);
+        self.io.queue(&bytes, slot, core);
+    }
+
+    fn on_request_bytes(&mut self, data: &mut [u8], slot: usize, core: &mut Core) {
         let shared = core.shared.clone();
         let cfg = &shared.config;
         let ctx = HttpContext {
@@ -352,6 +461,23 @@ impl Conn {
                 }
             }
         };
+        let outcome = match outcome {
+            HttpOutcome::Incomplete => outcome,
+            complete => {
+                let head = match assembled.as_deref() {
+                    Some(a) => a.buf.as_slice(),
+                    None => &*data,
+                };
+                self.admit_forwarded(head, core);
+                if self.io.has(flag::DROP) {
+                    return;
+                }
+                match self.refusal(core) {
+                    Some(reply) => HttpOutcome::Reply(reply),
+                    None => complete,
+                }
+            }
+        };
         match outcome {
             HttpOutcome::Incomplete => {
                 self.io.assembly = Some(assembled.unwrap_or_else(|| {
@@ -362,12 +488,7 @@ impl Conn {
                     })
                 }));
             }
-            HttpOutcome::Reply(bytes) => {
-                self.io.enter(Phase::HttpReply, core);
-                self.io.flags |= flag::SHUT_AFTER_FLUSH;
-                core.stats().count_http(&bytes);
-                self.io.queue(&bytes, slot, core);
-            }
+            HttpOutcome::Reply(bytes) => self.reply(bytes, slot, core),
             HttpOutcome::Upgrade {
                 endpoint,
                 head_len,
@@ -384,6 +505,35 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// Behind a trusted proxy that sends X-Forwarded-For: admit the client it names (the
+    /// rightmost untrusted entry), or the proxy itself when it names none.
+    fn admit_forwarded(&mut self, head: &[u8], core: &mut Core) {
+        if !self.io.has(flag::VIA_PROXY)
+            || core.shared.config.proxy_header != ProxyHeader::XForwardedFor
+        {
+            return;
+        }
+        let Ok(peer) = self.sock.peer_addr().map(|a| a.ip()) else {
+            return;
+        };
+        let values = http::header_values(head, "x-forwarded-for");
+        let client = proxy::client_from_forwarded_for(&values, peer, &core.shared.trusted);
+        self.io.admit(client.unwrap_or(peer), core);
+    }
+
+    /// The 429 for a connection a per-address limit refused.
+    fn refusal(&self, core: &Core) -> Option<Vec<u8>> {
+        let retry_after = if self.io.has(flag::REFUSED_CONNS) {
+            10
+        } else if self.io.has(flag::REFUSED_RATE) {
+            let rate = core.shared.config.handshake_rate_per_ip.max(1);
+            1000u32.div_ceil(rate).div_ceil(1000).max(1)
+        } else {
+            return None;
+        };
+        Some(http::too_many_requests(retry_after))
     }
 
     fn upgrade(&mut self, endpoint: Endpoint, response: &[u8], slot: usize, core: &mut Core) {

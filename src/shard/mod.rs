@@ -19,7 +19,9 @@ use crate::chat::session;
 use crate::http;
 use crate::server::Shared;
 use crate::ws::close;
-use crate::xshard::{ClusterSender, ConnId, Inbox, MatchReq, Peer, PeerMsg, ShardHandle, ShardMsg};
+use crate::xshard::{
+    Accepted, ClusterSender, ConnId, Inbox, MatchReq, Peer, PeerMsg, ShardHandle, ShardMsg,
+};
 use conn::{flag, Conn, Phase};
 use crossbeam_channel::Sender;
 use log::{debug, error};
@@ -310,7 +312,7 @@ impl Shard {
                 me.taken(msg.weight());
             }
             match msg {
-                ShardMsg::NewConn(sock) => self.adopt(sock),
+                ShardMsg::NewConn(a) => self.adopt(a),
                 ShardMsg::PairMade(p) => self.pair_made(p),
                 ShardMsg::Peer(Peer { to, msg }) => self.deliver(to, msg),
                 ShardMsg::NodeDown { node } => {
@@ -367,7 +369,13 @@ impl Shard {
         }
     }
 
-    fn adopt(&mut self, mut sock: mio::net::TcpStream) {
+    fn adopt(&mut self, a: Accepted) {
+        let Accepted {
+            mut sock,
+            via_proxy,
+            key,
+            refused,
+        } = a;
         let entry = self.conns.vacant_entry();
         let slot = entry.key();
         if let Err(e) = self.poll.registry().register(
@@ -376,12 +384,24 @@ impl Shard {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             debug!("register failed: {e}");
-            self.core.shared.sockets.fetch_sub(1, Ordering::Relaxed);
+            let shared = &self.core.shared;
+            shared.sockets.fetch_sub(1, Ordering::Relaxed);
+            if key != 0 {
+                shared.admission.release(key, shared.now_ms());
+            }
             return;
         }
         let gen = self.next_gen;
         self.next_gen = self.next_gen.wrapping_add(1).max(1);
-        entry.insert(Conn::new(sock, gen, &self.core));
+        let mut conn = Conn::new(sock, gen, &self.core);
+        conn.io.admit_key = key;
+        if via_proxy {
+            conn.io.flags |= flag::VIA_PROXY;
+        }
+        if let Some(r) = refused {
+            conn.io.refuse(r);
+        }
+        entry.insert(conn);
         ShardStats::inc(&self.stats().accepted);
         ShardStats::inc(&self.stats().open_sockets);
     }
@@ -423,6 +443,11 @@ impl Shard {
                     ShardStats::add(&self.core.stats().bytes_in, n as u64);
                     if let Some(data) = self.read_buf.get_mut(..n) {
                         conn.on_bytes(data, slot, &mut self.core);
+                    }
+                    if conn.io.has(flag::DROP) {
+                        // Refused without an answer (far over a per-address limit).
+                        self.close_now(slot);
+                        break;
                     }
                     reads += 1;
                     // Linux reports new data on an edge-triggered socket at every arrival, so a
@@ -579,6 +604,9 @@ impl Shard {
         self.core.queued = self.core.queued.saturating_sub(c.io.pending_out() as u64);
         let shared = &self.core.shared;
         shared.sockets.fetch_sub(1, Ordering::Relaxed);
+        if c.io.admit_key != 0 {
+            shared.admission.release(c.io.admit_key, shared.now_ms());
+        }
         if c.io.has(flag::COUNTED_WS) {
             shared.ws_open.fetch_sub(1, Ordering::Relaxed);
         }

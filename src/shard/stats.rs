@@ -76,6 +76,8 @@ pub struct ShardStats {
     pub upgrades_echo: AtomicU64,
     pub http_responses: AtomicU64,
     pub handshake_timeouts: AtomicU64,
+    /// Connections refused (400) for a PROXY header from an untrusted peer, or a bad one.
+    pub proxy_refused: AtomicU64,
     /// Request heads given to the HTTP parser.
     pub head_parses: AtomicU64,
     /// Fragmented messages not completed within --message-timeout.
@@ -123,6 +125,7 @@ impl Default for ShardStats {
             upgrades_echo: Default::default(),
             http_responses: Default::default(),
             handshake_timeouts: Default::default(),
+            proxy_refused: Default::default(),
             head_parses: Default::default(),
             message_timeouts: Default::default(),
             write_stalls: Default::default(),
@@ -168,6 +171,7 @@ impl ShardStats {
             upgrades_echo,
             http_responses,
             handshake_timeouts,
+            proxy_refused,
             head_parses,
             message_timeouts,
             write_stalls,
@@ -203,6 +207,7 @@ impl ShardStats {
         f("upgrades_echo", upgrades_echo);
         f("http_responses", http_responses);
         f("handshake_timeouts", handshake_timeouts);
+        f("proxy_refused", proxy_refused);
         f("head_parses", head_parses);
         f("message_timeouts", message_timeouts);
         f("write_stalls", write_stalls);

@@ -97,6 +97,10 @@ impl Server {
         cmd.args(args);
         clean_env(&mut cmd);
         cmd.env("RUST_LOG", "info");
+        // Every test client comes from loopback: the per-address limits are off unless a test
+        // turns them on (with the flags, which win over these variables).
+        cmd.env("ROULETTE_MAX_CONNECTIONS_PER_IP", "0");
+        cmd.env("ROULETTE_HANDSHAKE_RATE_PER_IP", "0");
         for (k, v) in env {
             cmd.env(k, v);
         }
