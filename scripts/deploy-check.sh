@@ -841,7 +841,10 @@ section "load balancers: live on loopback in front of two nodes"
 # HAProxy a 1 s check interval instead of 2 s (the drained node below ends its drain after
 # ~5 s, when the server gives up waiting for a close reply, so detection must be faster).
 P_HTTPS=$(free_port); P_HTTP=$(free_port); P_STATS=$(free_port); N_HTTPS=$(free_port); N_HTTP=$(free_port)
-if start_server NODEA --shards 1 && start_server NODEB --shards 1; then
+# The nodes trust the load balancers on loopback, as deployed nodes trust theirs: HAProxy
+# names each client in a PROXY v2 header, nginx's own connections (no header) count as its.
+if start_server NODEA --shards 1 --trusted-proxy 127.0.0.1/32 &&
+  start_server NODEB --shards 1 --trusted-proxy 127.0.0.1/32; then
   export LB P_HTTPS P_HTTP P_STATS N_HTTPS N_HTTP NODEA_ADDR NODEB_ADDR
   $PY - "$DEPLOY/haproxy.cfg" "$LB/haproxy-live.cfg" <<'PYEOF'
 import os, re, sys

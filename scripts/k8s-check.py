@@ -41,7 +41,7 @@ MIN_WS_TIMEOUT_S = 3600   # proxy timeouts and the GKE backend service timeout
 # Flags that land in the server in parallel with these manifests (clap ignores unknown
 # ROULETTE_* variables, so setting them early is harmless). Once the binary lists one in
 # --help it is checked like any other; drop it from here then.
-LANDING_FLAGS = {"ROULETTE_TRUSTED_PROXY", "ROULETTE_PROXY_HEADER"}
+LANDING_FLAGS: set = set()
 
 errors = []
 
