@@ -335,8 +335,8 @@ impl Config {
                     .into(),
             );
         }
-        if self.abuse_drops > 200_000 {
-            return Err("--abuse-drops must be at most 200000".into());
+        if self.abuse_drops > 1000 {
+            return Err("--abuse-drops must be at most 1000".into());
         }
         if self.cluster.is_none() && self.cluster_url_file.is_none() {
             for (flag, set) in [

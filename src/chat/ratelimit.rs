@@ -44,18 +44,21 @@ pub const NOTIFIES_PER_SEC: u8 = 3;
 const DROP_BUCKET_MS: u64 = 2_500;
 const DROP_BUCKETS: usize = 4;
 
-/// Small (a few words) and `Copy`: lives inline in each connection.
+/// Small (16 bytes) and `Copy`: lives inline in each connection.
 ///
-/// Drop counts saturate at 65535 per 2.5-s bucket, so `abuse_drops` is effective up to
-/// about 260,000 (far beyond any sensible setting).
+/// Drop counts saturate at 255 per 2.5-s bucket, so `abuse_drops` is effective up to 1,020
+/// (the configuration allows at most 1,000). The time of the last check is kept as the low
+/// 32 bits of the millisecond clock: a check more than 24 days after the previous one would
+/// be read as one from the past (no time passing); an idle connection is pinged and closed
+/// long before that.
 #[derive(Debug, Clone, Copy)]
 pub struct RateLimiter {
-    /// Time of the last check (or creation), milliseconds; never decreases.
-    last_ms: u64,
+    /// Time of the last check (or creation), milliseconds, low 32 bits; never decreases.
+    last_ms: u32,
     /// Available milli-tokens, at most `burst * 1000` (clamped to `u32::MAX`).
     tokens_milli: u32,
     /// Drops per 2.5-s bucket, indexed by `(ms / 2500) % 4`, saturating.
-    drops: [u16; DROP_BUCKETS],
+    drops: [u8; DROP_BUCKETS],
     /// `rate_limited` notifications sent in the one-second window of `last_ms`.
     notified: u8,
 }
@@ -63,7 +66,7 @@ pub struct RateLimiter {
 impl RateLimiter {
     pub fn new(cfg: &RateLimitConfig, now_ms: u64) -> Self {
         RateLimiter {
-            last_ms: now_ms,
+            last_ms: now_ms as u32,
             tokens_milli: capacity_milli(cfg),
             drops: [0; DROP_BUCKETS],
             notified: 0,
@@ -80,7 +83,8 @@ impl RateLimiter {
         if cfg.per_sec == 0 {
             return RateVerdict::Allow;
         }
-        let now = now_ms.max(self.last_ms);
+        let (now, last) = self.clock(now_ms);
+        let now = now.max(last);
         self.advance(cfg, now);
 
         if self.tokens_milli >= 1000 {
@@ -110,10 +114,22 @@ impl RateLimiter {
         self.tokens_milli / 1000
     }
 
-    /// Move the clock to `now` (>= `last_ms`): refill, roll the notify window and the
+    /// `now_ms` and the full time of the last check, from its low 32 bits: the last check
+    /// was at most 2^31 ms ago, or (a clock that went backwards) it is taken as now.
+    fn clock(&self, now_ms: u64) -> (u64, u64) {
+        let behind = (now_ms as u32).wrapping_sub(self.last_ms);
+        if behind < 1 << 31 {
+            (now_ms, now_ms.saturating_sub(u64::from(behind)))
+        } else {
+            let ahead = (1u64 << 32) - u64::from(behind);
+            (now_ms, now_ms.saturating_add(ahead))
+        }
+    }
+
+    /// Move the clock to `now` (>= the last check): refill, roll the notify window and the
     /// drop buckets.
     fn advance(&mut self, cfg: &RateLimitConfig, now: u64) {
-        let last = self.last_ms;
+        let (_, last) = self.clock(now);
         let elapsed = now - last;
         if elapsed == 0 {
             return;
@@ -134,7 +150,7 @@ impl RateLimiter {
                 self.drops[(b % DROP_BUCKETS as u64) as usize] = 0;
             }
         }
-        self.last_ms = now;
+        self.last_ms = now as u32;
     }
 }
 
@@ -163,8 +179,7 @@ mod tests {
 
     #[test]
     fn small_and_copy() {
-        assert!(std::mem::size_of::<RateLimiter>() <= 24);
-        assert_eq!(std::mem::size_of::<RateLimiter>(), 24);
+        assert_eq!(std::mem::size_of::<RateLimiter>(), 16);
         fn is_copy<T: Copy>() {}
         is_copy::<RateLimiter>();
     }

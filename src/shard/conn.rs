@@ -91,6 +91,8 @@ pub mod flag {
 
 /// A connection's transport state: its phase, timers and queued output.
 pub struct Io {
+    /// The socket (here rather than beside the rest: it fills what would be padding).
+    pub sock: TcpStream,
     pub gen: u32,
     pub phase: Phase,
     pub flags: u32,
@@ -98,14 +100,27 @@ pub struct Io {
     pub since: u32,
     /// When the last bytes arrived.
     pub last_rx: u32,
-    /// Pending output (empty and unallocated while idle); `out_pos` bytes of it are sent.
-    pub out: Vec<u8>,
-    pub out_pos: usize,
+    /// Pending output: none while idle (a buffer comes from the shard's pool when a frame is
+    /// queued and goes back when the kernel has taken all of it).
+    pub out: Option<Box<OutBuf>>,
     /// The partial request head, or the partial message being reassembled. Allocated only
     /// while one spans several reads.
     pub assembly: Option<Box<Assembly>>,
     /// The client address key this connection is counted under (0: none).
     pub admit_key: u64,
+}
+
+/// Output waiting for the socket; `pos` bytes of `buf` are already written.
+#[derive(Default)]
+pub struct OutBuf {
+    pub buf: Vec<u8>,
+    pub pos: usize,
+}
+
+impl OutBuf {
+    pub fn pending(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
+    }
 }
 
 /// Bytes kept across reads: a request head, or a fragmented message.
@@ -120,7 +135,6 @@ pub struct Assembly {
 }
 
 pub struct Conn {
-    pub sock: TcpStream,
     pub dec: Decoder,
     pub chat: ChatSession,
     pub io: Io,
@@ -132,7 +146,13 @@ impl Io {
     }
 
     pub fn pending_out(&self) -> usize {
-        self.out.len().saturating_sub(self.out_pos)
+        self.out.as_deref().map_or(0, OutBuf::pending)
+    }
+
+    /// The output buffer, taken from the pool if there is none.
+    fn out_buf(&mut self, core: &mut Core) -> &mut OutBuf {
+        self.out
+            .get_or_insert_with(|| core.pool.pop().unwrap_or_default())
     }
 
     fn enter(&mut self, phase: Phase, core: &Core) {
@@ -205,12 +225,7 @@ impl Io {
             return;
         }
         core.queued += bytes.len() as u64;
-        if self.out.capacity() == 0 {
-            if let Some(buf) = core.pool.pop() {
-                self.out = buf;
-            }
-        }
-        self.out.extend_from_slice(bytes);
+        self.out_buf(core).buf.extend_from_slice(bytes);
         self.mark_dirty(slot, core);
     }
 
@@ -249,9 +264,11 @@ impl Io {
             self.flags |= flag::SHUT_AFTER_FLUSH;
         }
         if !self.has(flag::WRITE_DEAD) {
-            let before = self.out.len();
-            ws::write_close(&mut self.out, code, reason);
-            core.queued += (self.out.len() - before) as u64;
+            let out = &mut self.out_buf(core).buf;
+            let before = out.len();
+            ws::write_close(out, code, reason);
+            let added = (out.len() - before) as u64;
+            core.queued += added;
         }
         self.mark_dirty(slot, core);
     }
@@ -338,17 +355,16 @@ impl Sink for ConnSink<'_> {
 impl Conn {
     pub fn new(sock: TcpStream, gen: u32, core: &Core) -> Conn {
         Conn {
-            sock,
             dec: Decoder::default(),
             chat: ChatSession::new(&core.limits.session, core.now_ms),
             io: Io {
+                sock,
                 gen,
                 phase: Phase::Handshake,
                 flags: 0,
                 since: core.now,
                 last_rx: core.now,
-                out: Vec::new(),
-                out_pos: 0,
+                out: None,
                 assembly: None,
                 admit_key: 0,
             },
@@ -388,7 +404,7 @@ impl Conn {
             })
         });
         asm.buf.extend_from_slice(data);
-        let peer = self.sock.peer_addr().map(|a| a.ip());
+        let peer = self.io.sock.peer_addr().map(|a| a.ip());
         let (len, client) = match proxy::parse_proxy_header(&asm.buf) {
             ProxyParse::Incomplete => {
                 self.io.assembly = Some(asm);
@@ -515,7 +531,7 @@ impl Conn {
         {
             return;
         }
-        let Ok(peer) = self.sock.peer_addr().map(|a| a.ip()) else {
+        let Ok(peer) = self.io.sock.peer_addr().map(|a| a.ip()) else {
             return;
         };
         let values = http::header_values(head, "x-forwarded-for");
@@ -555,7 +571,7 @@ impl Conn {
             Endpoint::Echo => {
                 // Conformance suites and benchmarks send megabytes at once: give the kernel
                 // room for them (the outbound cap still bounds what waits in our queue).
-                let fd = std::os::fd::AsRawFd::as_raw_fd(&self.sock);
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&self.io.sock);
                 let _ = crate::sys::set_send_buffer(fd, core.limits.echo_send_buffer);
                 ShardStats::inc(&core.stats().upgrades_echo);
             }

@@ -6,6 +6,7 @@
 //! Messages for another connection of the same shard cannot be handed over while the sender
 //! is borrowed; they wait in [`Core::local`] (in order, relays as encoded frames in one reused
 //! buffer) and the shard delivers them right after the sender's input (`Shard::settle`).
+use super::conn::OutBuf;
 use super::stats::ShardStats;
 use crate::chat::session::{Ctx, Reply, Route, SessionConfig, Stat};
 use crate::cluster::ClusterMsg;
@@ -166,7 +167,7 @@ pub struct Core {
     /// The frame being built.
     pub frame: Vec<u8>,
     /// Empty output buffers kept for reuse.
-    pub pool: Vec<Vec<u8>>,
+    pub pool: Vec<Box<OutBuf>>,
     /// Connections with output to write at the end of the turn.
     pub dirty: Vec<usize>,
     /// Connections to close at the end of the turn, with the close code.
@@ -205,10 +206,12 @@ impl Core {
     }
 
     /// Keep an emptied output buffer for reuse, if it has room worth reusing.
-    pub fn recycle(&mut self, mut buf: Vec<u8>) {
-        if buf.capacity() > 0 && buf.capacity() <= POOL_BUF_MAX && self.pool.len() < POOL_MAX {
-            buf.clear();
-            self.pool.push(buf);
+    pub fn recycle(&mut self, mut out: Box<OutBuf>) {
+        let cap = out.buf.capacity();
+        if cap > 0 && cap <= POOL_BUF_MAX && self.pool.len() < POOL_MAX {
+            out.buf.clear();
+            out.pos = 0;
+            self.pool.push(out);
         }
     }
 

@@ -56,8 +56,11 @@ const SLOW_CLOSE_MS: u32 = 1_000;
 /// How long a non-101 response may take to be read.
 const HTTP_REPLY_MS: u32 = 5_000;
 
+/// The most a connection may take in the slab: 136 bytes in a release build (mio's socket
+/// carries a selector id in debug builds, 12 bytes more).
+const CONN_MAX: usize = if cfg!(debug_assertions) { 152 } else { 136 };
 const _: () = assert!(
-    std::mem::size_of::<Conn>() <= 192,
+    std::mem::size_of::<Conn>() <= CONN_MAX,
     "Conn grew: idle connections must stay small"
 );
 
@@ -121,10 +124,14 @@ impl Shard {
         cluster: Option<ClusterSender>,
         shared: Arc<Shared>,
     ) -> Shard {
+        // The shard's share of every socket the server may hold, reserved once: the table never
+        // moves (a growing one would leave its old copies resident), and the kernel backs
+        // only the pages of slots in use.
+        let share = shared.config.max_sockets().div_ceil(peers.len().max(1)) + 64;
         let core = Core::new(id, peers.len(), shared);
         Shard {
             poll,
-            conns: Slab::with_capacity(1024),
+            conns: Slab::with_capacity(share),
             next_gen: 1,
             read_buf: vec![0u8; READ_BUF_BYTES].into_boxed_slice(),
             ready_again: Vec::new(),
@@ -430,7 +437,7 @@ impl Shard {
             // After a hang-up or a failed write, read on to the EOF or error that ends the
             // connection, even past the read budget of an earlier turn.
             let hup = conn.io.has(flag::HUP_SEEN | flag::WRITE_DEAD);
-            match conn.sock.read(&mut self.read_buf) {
+            match conn.io.sock.read(&mut self.read_buf) {
                 Ok(0) => {
                     // Send what we can (e.g. the close reply) before the socket goes.
                     self.flush(slot);
@@ -503,8 +510,7 @@ impl Shard {
         c.io.flags |= flag::WRITE_DEAD;
         c.io.since = self.core.now;
         self.core.queued = self.core.queued.saturating_sub(c.io.pending_out() as u64);
-        c.io.out = Vec::new();
-        c.io.out_pos = 0;
+        c.io.out = None;
         self.ready_again.push(slot);
     }
 
@@ -515,50 +521,57 @@ impl Shard {
             return;
         };
         let io = &mut c.io;
+        let watched = io.has(flag::STALL_WATCH);
         let mut written = 0u64;
-        while io.out_pos < io.out.len() {
-            let chunk = io.out.get(io.out_pos..).unwrap_or(&[]);
-            match c.sock.write(chunk) {
-                Ok(0) => return self.write_failed(slot),
-                Ok(n) => {
-                    io.out_pos += n;
-                    written += n as u64;
+        let mut blocked = false;
+        if let Some(out) = io.out.as_deref_mut() {
+            while out.pos < out.buf.len() {
+                let chunk = out.buf.get(out.pos..).unwrap_or(&[]);
+                match io.sock.write(chunk) {
+                    Ok(0) => return self.write_failed(slot),
+                    Ok(n) => {
+                        out.pos += n;
+                        written += n as u64;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        blocked = true;
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return self.write_failed(slot),
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    io.flags &= !flag::WRITABLE;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return self.write_failed(slot),
             }
+            if out.pos < out.buf.len() && out.pos > out.buf.len() / 2 {
+                // Compact lazily: only when the sent prefix is most of the buffer.
+                out.buf.drain(..out.pos);
+                out.pos = 0;
+            }
+        }
+        if blocked {
+            io.flags &= !flag::WRITABLE;
         }
         if written > 0 {
             ShardStats::add(&self.core.stats().bytes_out, written);
             self.core.queued = self.core.queued.saturating_sub(written);
             io.flags |= flag::KERNEL_PENDING;
-            if io.has(flag::STALL_WATCH) {
+            if watched {
                 if let Some(st) = self.stalls.get_mut(&slot) {
                     st.sent += written;
                 }
             }
         }
-        if io.out_pos < io.out.len() {
-            // Compact lazily: only when the sent prefix is most of the buffer.
-            if io.out_pos > io.out.len() / 2 {
-                io.out.drain(..io.out_pos);
-                io.out_pos = 0;
-            }
+        if io.pending_out() > 0 {
             return;
         }
-        let buf = std::mem::take(&mut io.out);
-        io.out_pos = 0;
+        if let Some(done) = io.out.take() {
+            self.core.recycle(done);
+        }
         if io.has(flag::SHUT_AFTER_FLUSH) {
             io.flags &= !flag::SHUT_AFTER_FLUSH;
-            let _ = c.sock.shutdown(Shutdown::Write);
+            let _ = io.sock.shutdown(Shutdown::Write);
             io.phase = Phase::Linger;
             io.since = self.core.now;
         }
-        self.core.recycle(buf);
     }
 
     // ----- closing ----------------------------------------------------------------------
@@ -594,9 +607,9 @@ impl Shard {
         if matches!(c.io.phase, Phase::Open(_)) {
             c.leave_chat(slot, &mut self.core);
         }
-        let _ = self.poll.registry().deregister(&mut c.sock);
+        let _ = self.poll.registry().deregister(&mut c.io.sock);
         if c.io.has(flag::RESET_ON_CLOSE) {
-            let _ = crate::sys::set_linger_zero(c.sock.as_raw_fd());
+            let _ = crate::sys::set_linger_zero(c.io.sock.as_raw_fd());
         }
         if c.io.has(flag::STALL_WATCH) {
             self.stalls.remove(&slot);
@@ -737,7 +750,7 @@ impl Shard {
         let Some(c) = self.conns.get_mut(slot) else {
             return false;
         };
-        let Ok(queue) = crate::sys::unsent_bytes(c.sock.as_raw_fd()) else {
+        let Ok(queue) = crate::sys::unsent_bytes(c.io.sock.as_raw_fd()) else {
             return false;
         };
         let queue = u64::from(queue);
@@ -777,6 +790,14 @@ impl Shard {
 mod tests {
     #[test]
     fn conn_size() {
-        eprintln!("Conn = {} bytes", std::mem::size_of::<super::Conn>());
+        use std::mem::size_of;
+        eprintln!(
+            "Conn = {} bytes (Io {}, Decoder {}, ChatSession {}, socket {} in Io)",
+            size_of::<super::Conn>(),
+            size_of::<super::conn::Io>(),
+            size_of::<crate::ws::Decoder>(),
+            size_of::<crate::chat::session::ChatSession>(),
+            size_of::<mio::net::TcpStream>(),
+        );
     }
 }

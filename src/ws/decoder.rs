@@ -60,13 +60,15 @@ const FIRST_PENDING: u8 = 1 << 5;
 /// An error was returned or `on_event` asked to stop: later input is ignored.
 const STOPPED: u8 = 1 << 6;
 
-/// Streaming decoder state (48 bytes; `Default` is a server-role decoder at a frame boundary).
+/// Streaming decoder state (40 bytes; `Default` is a server-role decoder at a frame boundary).
 #[derive(Debug, Default)]
 pub struct Decoder {
-    /// Payload bytes of the current frame not yet seen (payload phase).
-    remaining: u64,
+    /// Payload bytes of the current frame not yet seen (payload phase). A data frame never
+    /// exceeds the message limit (checked at header time) and a control frame 125 bytes, and
+    /// the limit is at most `u32::MAX`: 32 bits hold it.
+    remaining: u32,
     /// Declared size of the open data message so far, including the current frame.
-    msg_bytes: u64,
+    msg_bytes: u32,
     /// Only while a control frame's payload is split across `decode` calls.
     ctrl: Option<Box<ControlBuf>>,
     /// Header bytes received so far (header phase).
@@ -116,7 +118,9 @@ impl Decoder {
         if self.flags & STOPPED != 0 {
             return Ok(());
         }
-        let max = u64::try_from(max_message_bytes).unwrap_or(u64::MAX);
+        let max = u64::try_from(max_message_bytes)
+            .unwrap_or(u64::MAX)
+            .min(u64::from(u32::MAX));
         match self.run(input, max, on_event) {
             Ok(true) => Ok(()),
             Ok(false) => {
@@ -156,14 +160,14 @@ impl Decoder {
             if self.remaining > 0 && rest.is_empty() {
                 return Ok(true);
             }
-            let n = usize::try_from(self.remaining).map_or(rest.len(), |r| r.min(rest.len()));
+            let n = (self.remaining as usize).min(rest.len());
             let (piece, tail) = std::mem::take(&mut rest).split_at_mut(n);
             rest = tail;
             if self.flags & CLIENT == 0 {
                 apply_mask(piece, self.mask, 0);
                 self.mask = rotate_mask(self.mask, n);
             }
-            self.remaining -= n as u64;
+            self.remaining -= n as u32;
             let frame_done = self.remaining == 0;
             if frame_done {
                 self.flags &= !PAYLOAD;
@@ -255,7 +259,7 @@ impl Decoder {
         match h.opcode {
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
                 let so_far = if h.opcode == OpCode::Continuation {
-                    self.msg_bytes
+                    u64::from(self.msg_bytes)
                 } else {
                     0
                 };
@@ -263,7 +267,8 @@ impl Decoder {
                 if size > max {
                     return Err(WsError::MessageTooBig { size, max });
                 }
-                self.msg_bytes = size;
+                // Fits: `max` is at most u32::MAX.
+                self.msg_bytes = size as u32;
                 match h.opcode {
                     OpCode::Text => {
                         self.flags |= MSG_TEXT | FIRST_PENDING;
@@ -282,7 +287,8 @@ impl Decoder {
             self.flags &= !FIN;
         }
         self.flags |= PAYLOAD;
-        self.remaining = h.payload_len;
+        // Bounded by the message limit (data) or 125 (control, checked at header time).
+        self.remaining = h.payload_len.min(u64::from(u32::MAX)) as u32;
         self.mask = h.mask.unwrap_or_default();
         Ok(())
     }
