@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Peer comparison on this machine, loopback only: roulette against the tokio +
 # tokio-tungstenite baseline (baseline/, tungstenite's default 128 KiB read buffer and a
-# 4 KiB one), driven by the same load generator (loadtest/).
+# 4 KiB one) and, when ../shared/uws-chat is present beside the checkout (an optional
+# anchor, never a dependency of roulette), against uWebSockets with 1 and 2 event loops,
+# each next to roulette with the same number of loops — all driven by the same load
+# generator (loadtest/).
 #
-#   idle : CONNS_IDLE paired connections held IDLE_HOLD s  -> server RSS per connection
-#   relay: CONNS_RELAY connections, closed loop, 1 message in flight per client, 64-byte
-#          messages, DURATION s -> msgs/s, one-way p50/p99, server and loadtest CPU per message
+#   idle : CONNS_IDLE paired connections held IDLE_HOLD s  -> server RSS per connection,
+#          connect + handshake rate
+#   relay: for each N in CONNS_RELAY, N connections, closed loop, 1 message in flight per
+#          client, 64-byte messages, DURATION s -> msgs/s, one-way p50/p99, server and
+#          loadtest CPU per message
 #
 # Every (scenario, server) runs REPEAT times on a freshly started server, interleaved
 # (repeat 1 of every server, then repeat 2, ...) so that drift on the machine hits all
@@ -17,14 +22,19 @@
 #   CONNS_IDLE (15000) CONNS_RELAY (10000) DURATION (20) REPEAT (3) IDLE_HOLD (5)
 #   IDLE_PROCESSES (2: a process holds at most ~20000 fds here) RELAY_PROCESSES (1)
 #   SOURCES (4 loopback source addresses) LT_TIMEOUT (30 s per loadtest wait)
-#   SERVERS ("roulette baseline baseline-4k") ROULETTE_ARGS / BASELINE_ARGS (extra flags)
+#   SERVERS (default "roulette baseline baseline-4k", or with the anchor present
+#     "roulette-s1 uws-1 roulette-s2 uws-2 baseline") ROULETTE_ARGS / BASELINE_ARGS
 #     roulette-old: ROULETTE_OLD_BIN, another roulette build with the same flags (before/after)
+#     roulette-sN: roulette with --shards N;  uws-N: uws-chat with --threads N
+#   UWS_CHAT_DIR (../shared/uws-chat) UWS_BIN (built from it unless given)
 #   RATIOS ("roulette/OTHER" for every other server): the ratio columns, as A/B pairs
 #   SKIP_BUILD=1 with ROULETTE_BIN / LOADTEST_BIN / BASELINE_BIN to use prebuilt binaries
 #   OUT (target/bench-compare/DATE): where the JSON of every run, the logs and summary.md go
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+
+log() { printf '== %s\n' "$*" >&2; }
 
 CONNS_IDLE=${CONNS_IDLE:-15000}
 CONNS_RELAY=${CONNS_RELAY:-10000}
@@ -35,7 +45,18 @@ IDLE_PROCESSES=${IDLE_PROCESSES:-2}
 RELAY_PROCESSES=${RELAY_PROCESSES:-1}
 SOURCES=${SOURCES:-4}
 LT_TIMEOUT=${LT_TIMEOUT:-30}
-SERVERS=${SERVERS:-roulette baseline baseline-4k}
+UWS_CHAT_DIR=${UWS_CHAT_DIR:-$ROOT/../shared/uws-chat}
+if [ -z "${UWS_BIN:-}" ] && [ -x "$UWS_CHAT_DIR/build.sh" ] && [ "${SKIP_BUILD:-0}" != 1 ]; then
+  log "building the optional uWebSockets anchor ($UWS_CHAT_DIR/build.sh)"
+  UWS_BIN=$(bash "$UWS_CHAT_DIR/build.sh" | tail -n 1)
+fi
+UWS_BIN=${UWS_BIN:-}
+if [ -n "$UWS_BIN" ]; then
+  SERVERS=${SERVERS:-roulette-s1 uws-1 roulette-s2 uws-2 baseline}
+  RATIOS=${RATIOS:-roulette-s1/uws-1 roulette-s2/uws-2 roulette-s2/baseline}
+else
+  SERVERS=${SERVERS:-roulette baseline baseline-4k}
+fi
 ROULETTE_ARGS=${ROULETTE_ARGS:-}
 BASELINE_ARGS=${BASELINE_ARGS:-}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -44,8 +65,6 @@ LOADTEST_BIN=${LOADTEST_BIN:-$TARGET/release/loadtest}
 BASELINE_BIN=${BASELINE_BIN:-$ROOT/baseline/target/release/baseline}
 OUT=${OUT:-$ROOT/target/bench-compare/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
-
-log() { printf '== %s\n' "$*" >&2; }
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
   log "building roulette and loadtest (release)"
@@ -81,9 +100,16 @@ start_server() {
   local name=$1 logf=$2 pattern
   : >"$logf" # exists before the server's shell opens it, so the poll below can read it
   case $name in
-    roulette|roulette-old)
-      local bin=$ROULETTE_BIN
-      [ "$name" = roulette ] || bin=${ROULETTE_OLD_BIN:?roulette-old needs ROULETTE_OLD_BIN}
+    uws-*)
+      local port
+      port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+      "${UWS_BIN:?uws-N needs the uws-chat anchor}" --host 127.0.0.1 --port "$port" \
+        --threads "${name#uws-}" 2>"$logf" &
+      pattern='uws-chat listening on' ;;
+    roulette|roulette-old|roulette-s*)
+      local bin=$ROULETTE_BIN extra=()
+      [ "$name" = roulette-old ] && bin=${ROULETTE_OLD_BIN:?roulette-old needs ROULETTE_OLD_BIN}
+      case $name in roulette-s*) extra=(--shards "${name#roulette-s}") ;; esac
       # shellcheck disable=SC2086
       # The load comes from a few loopback addresses: every per-client limit is off (the
       # per-address flags exist from the admission release on; older builds lack them).
@@ -92,7 +118,7 @@ start_server() {
         per_ip=(--max-connections-per-ip 0 --handshake-rate-per-ip 0)
       # shellcheck disable=SC2086
       "$bin" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
-        --rate-limit-per-sec 0 --max-connections 100000 "${per_ip[@]}" $ROULETTE_ARGS 2>"$logf" &
+        --rate-limit-per-sec 0 --max-connections 100000 "${per_ip[@]}" "${extra[@]}" $ROULETTE_ARGS 2>"$logf" &
       pattern='roulette listening on' ;;
     baseline)
       # shellcheck disable=SC2086
@@ -117,7 +143,7 @@ start_server() {
   exit 1
 }
 
-# run SCENARIO SERVER REP
+# run SCENARIO SERVER REP (SCENARIO: idle, or relay-N for N connections)
 run() {
   local scenario=$1 server=$2 rep=$3 base="$OUT/$1-$2-$3" rc=0
   start_server "$server" "$base.server.log"
@@ -126,7 +152,7 @@ run() {
   if [ "$scenario" = idle ]; then
     args=(idle -c "$CONNS_IDLE" -d "$IDLE_HOLD" --processes "$IDLE_PROCESSES" "${args[@]}")
   else
-    args=(relay -c "$CONNS_RELAY" -d "$DURATION" --in-flight 1 --message-bytes 64
+    args=(relay -c "${scenario#relay-}" -d "$DURATION" --in-flight 1 --message-bytes 64
       --processes "$RELAY_PROCESSES" "${args[@]}")
   fi
   log "$scenario / $server / run $rep: loadtest ${args[*]}"
@@ -143,13 +169,16 @@ run() {
   echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "rustc: $(rustc --version)"
   echo "roulette: $ROULETTE_BIN $ROULETTE_ARGS"
+  [ -z "$UWS_BIN" ] || echo "uws-chat: $UWS_BIN (uWebSockets, the optional anchor)"
   echo "baseline: $BASELINE_BIN $BASELINE_ARGS ($(grep -A1 'name = "tokio-tungstenite"' baseline/Cargo.lock | sed -n 's/version = //p' | tr -d '"') tokio-tungstenite)"
   echo "params: CONNS_IDLE=$CONNS_IDLE IDLE_HOLD=$IDLE_HOLD IDLE_PROCESSES=$IDLE_PROCESSES CONNS_RELAY=$CONNS_RELAY DURATION=$DURATION RELAY_PROCESSES=$RELAY_PROCESSES SOURCES=$SOURCES REPEAT=$REPEAT"
 } >"$OUT/machine.txt"
 cat "$OUT/machine.txt" >&2
 
+SCENARIOS="idle"
+for n in $CONNS_RELAY; do SCENARIOS="$SCENARIOS relay-$n"; done
 for rep in $(seq 1 "$REPEAT"); do
-  for scenario in idle relay; do
+  for scenario in $SCENARIOS; do
     for server in $SERVERS; do
       run "$scenario" "$server" "$rep"
     done
@@ -157,9 +186,10 @@ for rep in $(seq 1 "$REPEAT"); do
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
 
-python3 - "$OUT" "$SERVERS" "${RATIOS:-}" >"$OUT/summary.md" <<'EOF'
+python3 - "$OUT" "$SERVERS" "${RATIOS:-}" "$SCENARIOS" >"$OUT/summary.md" <<'EOF'
 import json, os, re, statistics, sys
 out, servers = sys.argv[1], sys.argv[2].split()
+scenarios = sys.argv[4].split()
 ratios = [tuple(r.split("/", 1)) for r in sys.argv[3].split()] if len(sys.argv) > 3 and sys.argv[3].strip() else \
     ([("roulette", s) for s in servers if s != "roulette"] if "roulette" in servers else [])
 
@@ -178,19 +208,20 @@ def metrics(scenario, d):
     msgs = get(d, "messages", "window_received") or 0
     cpu = get(d, "server", "window_cpu") or {}
     per = lambda k: cpu.get(k) * 1e6 / msgs if msgs and cpu.get(k) is not None else None
+    r = scenario.replace("relay-", "relay ") + ":"
     return {
-        "relay: msgs/s": get(d, "messages", "per_sec"),
-        "relay: mean one-way (ms)": get(d, "latency", "mean_us") / 1000 if get(d, "latency", "mean_us") is not None else None,
-        "relay: p50 one-way (ms)": (get(d, "latency", "p50_us") or 0) / 1000 if get(d, "latency", "p50_us") is not None else None,
-        "relay: p99 one-way (ms)": (get(d, "latency", "p99_us") or 0) / 1000 if get(d, "latency", "p99_us") is not None else None,
-        "relay: server CPU per msg (µs)": get(d, "server", "cpu_per_msg_us"),
-        "relay: server user CPU per msg (µs)": per("user_s"),
-        "relay: server sys CPU per msg (µs)": per("system_s"),
-        "relay: loadtest CPU per msg (µs)": get(d, "loadtest_cpu", "per_msg_us"),
+        f"{r} msgs/s": get(d, "messages", "per_sec"),
+        f"{r} mean one-way (ms)": get(d, "latency", "mean_us") / 1000 if get(d, "latency", "mean_us") is not None else None,
+        f"{r} p50 one-way (ms)": (get(d, "latency", "p50_us") or 0) / 1000 if get(d, "latency", "p50_us") is not None else None,
+        f"{r} p99 one-way (ms)": (get(d, "latency", "p99_us") or 0) / 1000 if get(d, "latency", "p99_us") is not None else None,
+        f"{r} server CPU per msg (µs)": get(d, "server", "cpu_per_msg_us"),
+        f"{r} server user CPU per msg (µs)": per("user_s"),
+        f"{r} server sys CPU per msg (µs)": per("system_s"),
+        f"{r} loadtest CPU per msg (µs)": get(d, "loadtest_cpu", "per_msg_us"),
     }
 
 rows, runs, failed = {}, [], []
-for scenario in ("idle", "relay"):
+for scenario in scenarios:
     for server in servers:
         pat = re.compile(rf"{scenario}-{re.escape(server)}-\d+\.json")
         names = sorted(n for n in os.listdir(out) if pat.fullmatch(n))
@@ -226,6 +257,13 @@ for k, by in rows.items():
         a, b = med.get(x), med.get(y)
         cells.append(f"{a / b:.3g}×" if a is not None and b else "–")
     print("| " + " | ".join(cells) + " |")
+print()
+print("Spread (min – max over the runs):")
+print()
+print("| metric | " + " | ".join(servers) + " |")
+print("|" + "---|" * (len(servers) + 1))
+for k, by in rows.items():
+    print("| " + k + " | " + " | ".join(f"{fmt(min(by[s]))} – {fmt(max(by[s]))}" if by.get(s) else "–" for s in servers) + " |")
 print()
 print("Every run:")
 print()
