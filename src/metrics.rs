@@ -346,7 +346,7 @@ pub fn render(shared: &Shared) -> String {
         (
             name::OUTBOUND_QUEUE_BYTES,
             "gauge",
-            "Bytes queued for clients that were not yet written (sampled every 100 ms).",
+            "Bytes queued for clients that were not yet written (sampled at each timer sweep, at most a second apart).",
             |s| &s.out_queue_bytes,
         ),
         (

@@ -37,6 +37,8 @@ pub struct Limits {
     pub output_budget: u64,
     /// How long clients may stay paused behind full queues before they are closed (1013).
     pub queue_full_ms: u32,
+    /// How often the timer sweep runs (set by the shard from the timeouts above).
+    pub sweep_ms: u32,
     /// SO_SNDBUF for /echo connections.
     pub echo_send_buffer: u32,
     pub max_message: usize,
@@ -78,6 +80,7 @@ impl Limits {
             stall_ms: ms(c.write_stall_timeout),
             output_budget: c.output_budget_bytes / (c.shard_count() as u64).max(1),
             queue_full_ms: ms(c.thread_queue_timeout),
+            sweep_ms: 100,
             echo_send_buffer: c.send_buffer_bytes.saturating_mul(16),
             max_message: c.max_message_bytes as usize,
             echo_max_message: c.echo_max_message_bytes as usize,

@@ -45,8 +45,11 @@ pub const WAKER_TOKEN: Token = Token(usize::MAX - 1);
 const READ_BUF_BYTES: usize = 64 * 1024;
 /// Full reads per connection per turn before it waits its turn again (fairness).
 const READ_BUDGET: usize = 4;
-/// How often the timer sweep runs.
-const SWEEP_MS: u32 = 100;
+/// The timer sweep runs every tenth of the shortest configured timeout, within these bounds:
+/// a deadline passes at most a tenth (and at most a second) late, and a sweep, which looks at
+/// every connection, runs once a second with the default timeouts.
+const SWEEP_MIN_MS: u32 = 100;
+const SWEEP_MAX_MS: u32 = 1_000;
 /// How long to read-and-discard after shutting down our write side.
 const LINGER_MS: u32 = 2_000;
 /// How long to wait for the peer's close frame after sending ours.
@@ -128,7 +131,19 @@ impl Shard {
         // moves (a growing one would leave its old copies resident), and the kernel backs
         // only the pages of slots in use.
         let share = shared.config.max_sockets().div_ceil(peers.len().max(1)) + 64;
-        let core = Core::new(id, peers.len(), shared);
+        let mut core = Core::new(id, peers.len(), shared);
+        let l = &core.limits;
+        let shortest = [
+            l.handshake_ms,
+            l.idle_ping_ms,
+            l.pong_ms,
+            l.message_ms,
+            l.stall_ms / 4,
+        ]
+        .into_iter()
+        .min()
+        .unwrap_or(SWEEP_MIN_MS);
+        core.limits.sweep_ms = (shortest / 10).clamp(SWEEP_MIN_MS, SWEEP_MAX_MS);
         Shard {
             poll,
             conns: Slab::with_capacity(share),
@@ -170,7 +185,11 @@ impl Shard {
             } else if !self.core.outbox.is_empty() {
                 Duration::from_millis(1)
             } else {
-                let left = SWEEP_MS.saturating_sub(self.elapsed(self.last_sweep));
+                let left = self
+                    .core
+                    .limits
+                    .sweep_ms
+                    .saturating_sub(self.elapsed(self.last_sweep));
                 Duration::from_millis(u64::from(left.max(1)))
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
@@ -229,7 +248,7 @@ impl Shard {
             if self.flush_outbox().is_err() {
                 return 1;
             }
-            if self.elapsed(self.last_sweep) >= SWEEP_MS {
+            if self.elapsed(self.last_sweep) >= self.core.limits.sweep_ms {
                 self.last_sweep = self.core.now;
                 self.sweep();
                 self.settle();
@@ -672,7 +691,7 @@ impl Shard {
         self.sweeps = self.sweeps.wrapping_add(1);
         // Each connection with unsent output is checked for a stall every quarter of the
         // stall time (one system call each), spread over the sweeps by slot.
-        let every = (self.core.limits.stall_ms / 4 / SWEEP_MS).max(1) as usize;
+        let every = (self.core.limits.stall_ms / 4 / self.core.limits.sweep_ms).max(1) as usize;
         let turn = self.sweeps as usize % every;
         let mut due: Vec<(usize, Timeout)> = Vec::new();
         let mut watch: Vec<usize> = Vec::new();
