@@ -15,8 +15,17 @@ use std::time::{Duration, Instant};
 pub fn run(listener: TcpListener, shards: Vec<ShardHandle>, shared: Arc<Shared>) {
     let mut next = 0usize;
     let mut last_log = Instant::now() - Duration::from_secs(60);
+    // Chat lines are small and latency matters more than packet count (TCP_NODELAY), and a
+    // bounded kernel send buffer makes what a client does not read pile up in our queue,
+    // where the outbound cap and the stall timeout see it (SO_SNDBUF). Accepted sockets
+    // inherit both from the listener.
+    if let Err(e) =
+        crate::sys::set_listener_defaults(listener.as_raw_fd(), shared.config.send_buffer_bytes)
+    {
+        warn!("cannot set the listener's socket options: {e}");
+    }
     loop {
-        let (stream, peer) = match listener.accept() {
+        let (stream, peer) = match crate::sys::accept_nonblocking(listener.as_raw_fd()) {
             Ok(x) => x,
             Err(e) => {
                 shared.accept_errors.fetch_add(1, Ordering::Relaxed);
@@ -48,14 +57,6 @@ pub fn run(listener: TcpListener, shards: Vec<ShardHandle>, shared: Arc<Shared>)
             shared.accept_socket_cap.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        if stream.set_nonblocking(true).is_err() {
-            continue;
-        }
-        // Chat lines are small and latency matters more than packet count.
-        let _ = stream.set_nodelay(true);
-        // A bounded kernel send buffer: what a client does not read piles up in our queue,
-        // where the outbound cap and the stall timeout see it.
-        let _ = crate::sys::set_send_buffer(stream.as_raw_fd(), shared.config.send_buffer_bytes);
         shared.sockets.fetch_add(1, Ordering::Relaxed);
         // A direct client is admitted by its own address now; behind a trusted proxy the
         // client's address arrives with the request, and the shard admits it then.
