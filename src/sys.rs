@@ -69,52 +69,6 @@ pub fn unsent_bytes(fd: RawFd) -> io::Result<u32> {
     Ok(u32::try_from(n).unwrap_or(0))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-    use std::net::{TcpListener, TcpStream};
-    use std::os::fd::AsRawFd;
-
-    #[test]
-    fn unsent_bytes_counts_what_the_peer_did_not_read() {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (b, _) = l.accept().unwrap();
-        assert_eq!(unsent_bytes(a.as_raw_fd()).unwrap(), 0);
-        a.write_all(&[7u8; 1000]).unwrap();
-        // On loopback the data is acknowledged as soon as it sits in b's receive buffer.
-        for _ in 0..100 {
-            if unsent_bytes(a.as_raw_fd()).unwrap() == 0 {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        assert_eq!(unsent_bytes(a.as_raw_fd()).unwrap(), 0);
-        set_send_buffer(a.as_raw_fd(), 4096).unwrap();
-        set_linger_zero(b.as_raw_fd()).unwrap();
-    }
-
-    #[test]
-    fn accepted_sockets_are_non_blocking_and_inherit_the_listeners_options() {
-        for bind in ["127.0.0.1:0", "[::1]:0"] {
-            let Ok(l) = TcpListener::bind(bind) else {
-                continue; // no IPv6 here
-            };
-            set_listener_defaults(l.as_raw_fd(), 65536).unwrap();
-            let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-            let (s, peer) = accept_nonblocking(l.as_raw_fd()).unwrap();
-            assert_eq!(peer, c.local_addr().unwrap());
-            assert!(s.nodelay().unwrap());
-            let mut buf = [0u8; 1];
-            assert_eq!(
-                std::io::Read::read(&mut &s, &mut buf).unwrap_err().kind(),
-                std::io::ErrorKind::WouldBlock
-            );
-        }
-    }
-}
-
 /// Set an option on the listening socket that every accepted socket inherits (Linux copies
 /// `SO_SNDBUF` and `TCP_NODELAY` to the new socket): one system call at start instead of
 /// one per connection.
@@ -175,4 +129,50 @@ pub fn accept_nonblocking(
         _ => stream.peer_addr()?,
     };
     Ok((stream, peer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn unsent_bytes_counts_what_the_peer_did_not_read() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        assert_eq!(unsent_bytes(a.as_raw_fd()).unwrap(), 0);
+        a.write_all(&[7u8; 1000]).unwrap();
+        // On loopback the data is acknowledged as soon as it sits in b's receive buffer.
+        for _ in 0..100 {
+            if unsent_bytes(a.as_raw_fd()).unwrap() == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(unsent_bytes(a.as_raw_fd()).unwrap(), 0);
+        set_send_buffer(a.as_raw_fd(), 4096).unwrap();
+        set_linger_zero(b.as_raw_fd()).unwrap();
+    }
+
+    #[test]
+    fn accepted_sockets_are_non_blocking_and_inherit_the_listeners_options() {
+        for bind in ["127.0.0.1:0", "[::1]:0"] {
+            let Ok(l) = TcpListener::bind(bind) else {
+                continue; // no IPv6 here
+            };
+            set_listener_defaults(l.as_raw_fd(), 65536).unwrap();
+            let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let (s, peer) = accept_nonblocking(l.as_raw_fd()).unwrap();
+            assert_eq!(peer, c.local_addr().unwrap());
+            assert!(s.nodelay().unwrap());
+            let mut buf = [0u8; 1];
+            assert_eq!(
+                std::io::Read::read(&mut &s, &mut buf).unwrap_err().kind(),
+                std::io::ErrorKind::WouldBlock
+            );
+        }
+    }
 }
