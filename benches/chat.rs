@@ -163,7 +163,9 @@ fn interest_pairs(pool: &[String]) -> Vec<(Vec<String>, Vec<String>)> {
 fn populated(now: Instant) -> Matchmaker<u64> {
     let mut mm = Matchmaker::new(INTEREST_WAIT);
     for id in 0..WAITING {
-        assert!(mm.find(id, 0, vec![format!("rare-{id}")], now).is_none());
+        assert!(mm
+            .find(id, 0, vec![format!("rare-{id}")], None, now)
+            .is_none());
     }
     assert_eq!(mm.waiting_count(), WAITING as usize);
     mm
@@ -187,8 +189,8 @@ fn matchmaker(c: &mut Criterion) {
             b.iter(|| {
                 let (a, bb) = (id, id + 1);
                 id += 2;
-                assert!(mm.find(a, 1, Vec::new(), now).is_none());
-                let p = mm.find(bb, 2, Vec::new(), now).expect("pairs");
+                assert!(mm.find(a, 1, Vec::new(), None, now).is_none());
+                let p = mm.find(bb, 2, Vec::new(), None, now).expect("pairs");
                 black_box(&p);
                 mm.remove(a);
                 mm.remove(bb);
@@ -208,8 +210,8 @@ fn matchmaker(c: &mut Criterion) {
             |(ia, ib)| {
                 let (a, bb) = (id, id + 1);
                 id += 2;
-                assert!(mm.find(a, 1, ia, now).is_none());
-                let p = mm.find(bb, 2, ib, now).expect("shares a tag");
+                assert!(mm.find(a, 1, ia, None, now).is_none());
+                let p = mm.find(bb, 2, ib, None, now).expect("shares a tag");
                 debug_assert!(!p.common.is_empty());
                 black_box(&p);
                 mm.remove(a);
@@ -228,7 +230,7 @@ fn matchmaker(c: &mut Criterion) {
         b.iter(|| {
             who = (who + 1) % WAITING;
             mm.leave(who);
-            assert!(mm.next(who, 3, now).is_none());
+            assert!(mm.next(who, 3, None, now).is_none());
         })
     });
     // A waiting user disconnects (`remove`) and a new user queues with its own tag, so the
@@ -246,7 +248,7 @@ fn matchmaker(c: &mut Criterion) {
             |(new, tags)| {
                 mm.remove(gone);
                 gone += 1;
-                assert!(mm.find(new, 4, tags, now).is_none());
+                assert!(mm.find(new, 4, tags, None, now).is_none());
             },
             BatchSize::SmallInput,
         )

@@ -14,13 +14,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Counters the metrics endpoint reads.
+/// Counters the metrics endpoint reads. (Clients in a chat are counted by the shards: the
+/// matchmaker does not keep pairs.)
 #[derive(Default)]
 pub struct MatchStats {
     pub requests: AtomicU64,
     pub pairings: AtomicU64,
     pub waiting: AtomicU64,
-    pub paired: AtomicU64,
 }
 
 impl MatchStats {
@@ -30,12 +30,10 @@ impl MatchStats {
             requests,
             pairings,
             waiting,
-            paired,
         } = self;
         f("requests", requests);
         f("pairings", pairings);
         f("waiting", waiting);
-        f("paired", paired);
     }
 }
 
@@ -83,21 +81,26 @@ pub fn run(
                     user,
                     ticket,
                     interests,
+                    ended,
                 } => {
                     if let Some(c) = cl.as_mut() {
                         c.forget(user);
                     }
-                    let p = mm.find(user, ticket, interests, now);
+                    let p = mm.find(user, ticket, interests, ended, now);
                     if let Some(c) = cl.as_mut() {
                         c.after_request(p.is_some(), user, ticket, now);
                     }
                     p
                 }
-                MatchReq::Next { user, ticket } => {
+                MatchReq::Next {
+                    user,
+                    ticket,
+                    ended,
+                } => {
                     if cl.as_ref().is_some_and(|c| c.is_waiting_there(user)) {
                         None
                     } else {
-                        let p = mm.next(user, ticket, now);
+                        let p = mm.next(user, ticket, ended, now);
                         if let Some(c) = cl.as_mut() {
                             c.after_request(p.is_some(), user, ticket, now);
                         }
@@ -143,10 +146,10 @@ pub fn run(
                     user,
                     ticket,
                     partner,
-                    epoch,
+                    epoch: _,
                 } => {
                     if let Some(c) = cl.as_mut() {
-                        c.on_claimed(&mut mm, user, ticket, partner, epoch);
+                        c.on_claimed(&mut mm, user, ticket, partner);
                     }
                     None
                 }
@@ -183,8 +186,5 @@ pub fn run(
         stats
             .waiting
             .store((mm.waiting_count() + in_cluster) as u64, Ordering::Relaxed);
-        stats
-            .paired
-            .store(mm.paired_count() as u64, Ordering::Relaxed);
     }
 }

@@ -173,6 +173,12 @@ pub fn render(shared: &Shared) -> String {
         1,
     );
     let m = &shared.matcher;
+    // Counted by each shard's timer sweep: a client in a chat is its session's business.
+    let paired: u64 = shared
+        .shards
+        .iter()
+        .map(|s| s.paired_clients.load(Relaxed))
+        .sum();
     let scalars: [(&'static str, &str, &str, u64); 12] = [
         (
             name::ONLINE_CLIENTS,
@@ -225,14 +231,14 @@ pub fn render(shared: &Shared) -> String {
         (
             name::PAIRED_CLIENTS,
             "gauge",
-            "Clients in a chat, as the matchmaker sees it.",
-            m.paired.load(Relaxed),
+            "Clients in a chat (counted by the shards every 100 ms).",
+            paired,
         ),
         (
             name::CHAT_PAIRS,
             "gauge",
-            "Pairs chatting, as the matchmaker sees them.",
-            m.paired.load(Relaxed) / 2,
+            "Pairs chatting: half the clients in a chat (a pair across nodes is half on each).",
+            paired / 2,
         ),
         (
             name::ACCEPT_ERRORS_TOTAL,

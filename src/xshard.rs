@@ -98,14 +98,18 @@ pub enum ShardMsg {
 /// Requests to the matchmaker thread.
 #[derive(Debug)]
 pub enum MatchReq {
+    /// `ended`: the partner of the chat this request ends (the user was chatting), which the
+    /// matchmaker does not keep itself.
     Find {
         user: ConnId,
         ticket: u32,
         interests: Vec<String>,
+        ended: Option<ConnId>,
     },
     Next {
         user: ConnId,
         ticket: u32,
+        ended: Option<ConnId>,
     },
     Leave {
         user: ConnId,

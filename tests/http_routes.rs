@@ -584,6 +584,14 @@ fn metrics_endpoint_serves_prometheus_text() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // The chat gauges follow the sessions (counted by the shards, summed over them).
+    server.wait_metric("roulette_paired_clients", 0.0, SOON);
+    let (mut a, _b) = pair(server.addr);
+    server.wait_metric("roulette_paired_clients", 2.0, SOON);
+    server.wait_metric("roulette_chat_pairs", 1.0, SOON);
+    a.send_text(r#"{"type":"leave"}"#);
+    server.wait_metric("roulette_paired_clients", 0.0, SOON);
+    server.wait_metric("roulette_chat_pairs", 0.0, SOON);
 }
 
 #[test]

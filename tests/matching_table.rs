@@ -15,15 +15,17 @@
 //!
 //! | step | rust | redis |
 //! |---|---|---|
-//! | `find U tags` | `find(U, ticket, tags, t)` | if chatting with P: `avoid set U P`; if waiting: `withdraw U`; then `pair q U NODE ticket OPEN TAGS` (OPEN: no tags, or no interest wait) |
-//! | `next U` | `next(U, ticket, t)` | waiting: nothing; chatting with P: `avoid set U P`; then `pair q` with U's last tags |
+//! | `find U tags` | `find(U, ticket, tags, P, t)` (P: the partner U chats with, if any) | if chatting with P: `avoid set U P`; if waiting: `withdraw U`; then `pair q U NODE ticket OPEN TAGS` (OPEN: no tags, or no interest wait) |
+//! | `next U` | `next(U, ticket, P, t)` | waiting: nothing; chatting with P: `avoid set U P`; then `pair q` with U's last tags |
 //! | `leave U` | `leave(U)` | waiting: `withdraw U`; chatting: the pair ends (no script) |
 //! | `gone U` | `remove(U)` | waiting: `withdraw U`; `avoid clear U` if a `next`/`find` ever made U avoid someone and U has not paired since |
 //! | `crash U` | `remove(U)` | `DEL rl:node:<U's node>` (its heartbeat expired); at the scenario's end `purge NODE`, as the next heartbeat scan does |
 //! | `tick` | `expire(t)` | `pair o U NODE ticket 1 []` for every waiting user whose interest wait (from its `q`) is due, by deadline then queue order |
 //!
 //! Queue order is the order of the calls; a `t` matters only for interest waits, which the
-//! redis adapter keeps, as the matchhost does (its `open_timers`).
+//! redis adapter keeps, as the matchhost does (its `open_timers`). Neither engine keeps who
+//! chats with whom: each adapter does, from the pairings its engine made, as the shards'
+//! chat sessions do.
 //!
 //! Besides the outcome, the redis side's keys are audited after every step (each queue entry
 //! belongs to a waiting user with its current ticket and is in each of its indexes, nothing
@@ -423,6 +425,9 @@ struct RustEngine {
     /// The ticket of each user's latest queueing.
     tickets: HashMap<u32, u32>,
     next_ticket: u32,
+    /// Who chats with whom (both ways), as the users' chat sessions know it: the matchmaker
+    /// does not keep pairs.
+    partner: HashMap<u32, u32>,
 }
 
 impl RustEngine {
@@ -434,7 +439,15 @@ impl RustEngine {
             names: Vec::new(),
             tickets: HashMap::new(),
             next_ticket: 0,
+            partner: HashMap::new(),
         }
+    }
+
+    /// `k`'s chat ends (if it is in one); returns the partner.
+    fn end_chat(&mut self, k: u32) -> Option<u32> {
+        let p = self.partner.remove(&k)?;
+        self.partner.remove(&p);
+        Some(p)
     }
 
     fn id(&mut self, name: &str) -> u32 {
@@ -501,7 +514,11 @@ impl Engine for RustEngine {
                 let k = self.id(u);
                 let t = self.ticket();
                 self.tickets.insert(k, t);
-                self.mm.find(k, t, tags.clone(), now).into_iter().collect()
+                let ended = self.end_chat(k);
+                self.mm
+                    .find(k, t, tags.clone(), ended, now)
+                    .into_iter()
+                    .collect()
             }
             Action::Next(u) => {
                 let k = self.id(u);
@@ -510,21 +527,37 @@ impl Engine for RustEngine {
                 if !matches!(self.mm.status(k), Status::Waiting { .. }) {
                     self.tickets.insert(k, t);
                 }
-                self.mm.next(k, t, now).into_iter().collect()
+                let ended = self.end_chat(k);
+                self.mm.next(k, t, ended, now).into_iter().collect()
             }
             Action::Leave(u) => {
                 let k = self.id(u);
+                self.end_chat(k);
                 self.mm.leave(k);
                 Vec::new()
             }
             Action::Gone(u) | Action::Crash(u) => {
                 let k = self.id(u);
+                self.end_chat(k);
                 self.mm.remove(k);
                 self.tickets.remove(&k);
                 Vec::new()
             }
             Action::Tick => self.mm.expire(now),
         };
+        for p in &made {
+            for k in [p.a, p.b] {
+                if let Some(&q) = self.partner.get(&k) {
+                    seen.problems.push(format!(
+                        "pairing names {}, which chats with {}",
+                        self.name(k),
+                        self.name(q)
+                    ));
+                }
+            }
+            self.partner.insert(p.a, p.b);
+            self.partner.insert(p.b, p.a);
+        }
         seen.pairs = made
             .into_iter()
             .map(|p| self.convert(p, &mut seen.problems))
@@ -536,22 +569,20 @@ impl Engine for RustEngine {
             .map(|k| self.name(k))
             .collect();
         let mut chats = BTreeSet::new();
-        for k in 0..self.names.len() as u32 {
-            if let Status::Paired { partner, .. } = self.mm.status(k) {
-                if !matches!(self.mm.status(partner), Status::Paired { partner: p, .. } if p == k) {
-                    seen.problems.push(format!(
-                        "{} chats with {}, but not the other way round",
-                        self.name(k),
-                        self.name(partner)
-                    ));
-                }
-                let (x, y) = (self.name(k), self.name(partner));
-                chats.insert(if x < y {
-                    format!("{x}-{y}")
-                } else {
-                    format!("{y}-{x}")
-                });
+        for (&k, &partner) in &self.partner {
+            if matches!(self.mm.status(k), Status::Waiting { .. }) {
+                seen.problems.push(format!(
+                    "{} chats with {} but waits",
+                    self.name(k),
+                    self.name(partner)
+                ));
             }
+            let (x, y) = (self.name(k), self.name(partner));
+            chats.insert(if x < y {
+                format!("{x}-{y}")
+            } else {
+                format!("{y}-{x}")
+            });
         }
         seen.chats = chats.into_iter().collect();
         seen

@@ -11,6 +11,12 @@
 //! - A chat ended by `next` or `find` makes the two avoid each other until one of them pairs
 //!   with someone else or is removed (disconnects).
 //!
+//! Pairs themselves are not kept here: once paired, a user is the business of its chat
+//! session, which knows its partner and says which chat a `find`/`next` ends (`ended`). That
+//! is what lets the matchmaker hold nothing at all for a chatting user without interests:
+//! an entry exists only for a user that is waiting, or that has something to remember (the
+//! interests a later `next` queues with, or an avoided partner).
+//!
 //! Indexes keep every operation at O(tags · log n): each queued entry gets an increasing
 //! sequence number; open waiters are in a `BTreeMap<seq, K>`, every waiter with interests
 //! is in one posting list per tag (`BTreeMap<seq, K>`), and waiters that are not open yet are
@@ -46,22 +52,17 @@ pub struct Waiter {
 
 /// Where a user stands, as the matchmaker sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status<K> {
-    /// Not queued and not paired (also: never seen, or removed).
+pub enum Status {
+    /// Not queued here: idle, chatting (pairs are the sessions' business), never seen, or
+    /// removed.
     Idle,
     /// Queued. `open`: may pair with anyone open (no interests, or the wait has passed).
-    Waiting {
-        ticket: u32,
-        open: bool,
-    },
-    Paired {
-        partner: K,
-        epoch: u64,
-    },
+    Waiting { ticket: u32, open: bool },
 }
 
 #[derive(Debug, Clone)]
-enum State<K> {
+enum State {
+    /// Not queued (idle or chatting).
     Idle,
     Waiting {
         seq: u64,
@@ -70,19 +71,16 @@ enum State<K> {
         deadline: Option<Instant>,
         open: bool,
     },
-    Paired {
-        partner: K,
-        epoch: u64,
-    },
 }
 
 #[derive(Debug, Clone)]
 struct User<K> {
-    state: State<K>,
+    state: State,
     /// The interests of the last `find` (used by `next`, and while waiting).
     interests: Vec<String>,
     /// The partner of the chat this user last ended by `next`/`find` (or that the partner
-    /// ended so). Kept symmetric: `x.avoid == Some(y)` implies `y.avoid == Some(x)`.
+    /// ended so), until one of the two pairs again or is removed. Kept symmetric:
+    /// `x.avoid == Some(y)` implies `y.avoid == Some(x)`.
     avoid: Option<K>,
 }
 
@@ -99,8 +97,8 @@ impl<K> User<K> {
 #[derive(Debug, Clone)]
 pub struct Matchmaker<K> {
     interest_wait: Duration,
-    /// Users that are waiting, paired, or idle with something to remember (interests or
-    /// an avoided partner).
+    /// Users that are waiting, or not queued with something to remember (interests or an
+    /// avoided partner). Nothing for a chatting user without interests.
     users: HashMap<K, User<K>>,
     /// Waiting users that are open to anyone, by queue order.
     open: BTreeMap<u64, K>,
@@ -111,7 +109,6 @@ pub struct Matchmaker<K> {
     next_seq: u64,
     next_epoch: u64,
     waiting: usize,
-    paired: usize,
 }
 
 impl<K: Copy + Eq + Hash + Ord + std::fmt::Debug> Matchmaker<K> {
@@ -125,27 +122,36 @@ impl<K: Copy + Eq + Hash + Ord + std::fmt::Debug> Matchmaker<K> {
             next_seq: 0,
             next_epoch: 1,
             waiting: 0,
-            paired: 0,
         }
     }
-    /// `find`: end any pair this user is in (the two are then not re-paired until one pairs
-    /// with someone else or disconnects), remember `interests` (normalised) as its last ones,
-    /// and queue it at the back, with a fresh interest wait. `ticket` is returned in the pairing.
+    /// `find`: `ended` is the partner of the chat this request ends, if the user was
+    /// chatting (the two are then not re-paired until one pairs with someone else or
+    /// disconnects). Remember `interests` (normalised) as the user's last ones, and queue it
+    /// at the back, with a fresh interest wait. `ticket` is returned in the pairing.
     pub fn find(
         &mut self,
         user: K,
         ticket: u32,
         interests: Vec<String>,
+        ended: Option<K>,
         now: Instant,
     ) -> Option<Pairing<K>> {
-        self.end_pair(user, true);
         self.dequeue(user);
+        if let Some(partner) = ended {
+            self.avoid_each_other(user, partner);
+        }
         self.users.entry(user).or_insert_with(User::new).interests = interests;
         self.enqueue(user, ticket, now)
     }
-    /// `next`: if paired, end the pair (no re-pair) and queue again with the last interests;
-    /// if idle, queue with the last interests (none if never given); if waiting, nothing.
-    pub fn next(&mut self, user: K, ticket: u32, now: Instant) -> Option<Pairing<K>> {
+    /// `next`: if waiting, nothing. Otherwise queue again with the last interests (none if
+    /// never given); `ended` is the partner of the chat this ends, as for [`Self::find`].
+    pub fn next(
+        &mut self,
+        user: K,
+        ticket: u32,
+        ended: Option<K>,
+        now: Instant,
+    ) -> Option<Pairing<K>> {
         if let Some(User {
             state: State::Waiting { .. },
             ..
@@ -153,23 +159,20 @@ impl<K: Copy + Eq + Hash + Ord + std::fmt::Debug> Matchmaker<K> {
         {
             return None;
         }
-        self.end_pair(user, true);
+        if let Some(partner) = ended {
+            self.avoid_each_other(user, partner);
+        }
         self.users.entry(user).or_insert_with(User::new);
         self.enqueue(user, ticket, now)
     }
-    /// `leave`: end the pair (re-pairing stays allowed) or leave the queue.
+    /// `leave`: leave the queue, or end a chat (re-pairing stays allowed: nothing to do
+    /// here).
     pub fn leave(&mut self, user: K) {
-        if let Some(partner) = self.end_pair(user, false) {
-            self.forget_if_idle(partner);
-        }
         self.dequeue(user);
         self.forget_if_idle(user);
     }
     /// The user disconnected: forget it entirely.
     pub fn remove(&mut self, user: K) {
-        if let Some(partner) = self.end_pair(user, false) {
-            self.forget_if_idle(partner);
-        }
         self.dequeue(user);
         if let Some(u) = self.users.remove(&user) {
             if let Some(other) = u.avoid {
@@ -216,17 +219,12 @@ impl<K: Copy + Eq + Hash + Ord + std::fmt::Debug> Matchmaker<K> {
     pub fn waiting_count(&self) -> usize {
         self.waiting
     }
-    /// Users currently paired (two per pair).
-    pub fn paired_count(&self) -> usize {
-        self.paired
-    }
 
     /// Where `user` stands.
-    pub fn status(&self, user: K) -> Status<K> {
+    pub fn status(&self, user: K) -> Status {
         match self.users.get(&user).map(|u| &u.state) {
             None | Some(State::Idle) => Status::Idle,
             Some(&State::Waiting { ticket, open, .. }) => Status::Waiting { ticket, open },
-            Some(&State::Paired { partner, epoch }) => Status::Paired { partner, epoch },
         }
     }
     /// The interests of `user`'s last `find` (what `next` queues with).
@@ -244,13 +242,14 @@ impl<K: Copy + Eq + Hash + Ord + std::fmt::Debug> Matchmaker<K> {
     // -- cluster mode -------------------------------------------------------------------
 
     /// Take waiting `user` out of this matchmaker's queue (to queue it elsewhere). It stays
-    /// known with its interests and its avoid relation.
+    /// known with its interests and its avoid relation, if it has any.
     pub fn take_waiting(&mut self, user: K) -> Option<Waiter> {
         let (open, open_at) = match self.users.get(&user).map(|u| &u.state) {
             Some(&State::Waiting { open, deadline, .. }) => (open, deadline),
             _ => return None,
         };
         let ticket = self.dequeue(user)?;
+        self.forget_if_idle(user);
         Some(Waiter {
             ticket,
             open,
@@ -272,36 +271,16 @@ impl<K: Copy + Eq + Hash + Ord + std::fmt::Debug> Matchmaker<K> {
         w.into_iter().map(|(_, k)| k).collect()
     }
 
-    /// Somebody else (the cluster queue) paired `a` with `b`: record the pair, so that a
-    /// `next` or `find` ends it with the usual no-re-pair rule. Either may be a user this
+    /// Somebody else (the cluster queue) paired `a` with `b`: neither waits here any more,
+    /// and their avoid relations end, as for a pair made here. Either may be a user this
     /// matchmaker never queued (a user of another node).
-    pub fn pair_external(&mut self, a: K, b: K, epoch: u64) {
+    pub fn pair_external(&mut self, a: K, b: K) {
         if a == b {
             return;
         }
-        for k in [a, b] {
-            if let Some(old) = self.end_pair(k, false) {
-                self.forget_if_idle(old);
-            }
-            self.dequeue(k);
-            self.users.entry(k).or_insert_with(User::new);
-        }
-        // Both are paired before any avoid relation is cleared: clearing one may forget an
-        // idle user, and the other side may be exactly that user (this node did not hear
-        // that the relation had already ended elsewhere).
-        let mut old = [None, None];
-        for ((me, partner), slot) in [(a, b), (b, a)].into_iter().zip(old.iter_mut()) {
-            *slot = self.users.get_mut(&me).and_then(|u| {
-                u.state = State::Paired { partner, epoch };
-                u.avoid.take()
-            });
-        }
-        for (me, other) in [a, b].into_iter().zip(old) {
-            if let Some(other) = other {
-                self.clear_avoid_of(other, me);
-            }
-        }
-        self.paired += 2;
+        self.dequeue(a);
+        self.dequeue(b);
+        self.paired_up(a, b);
     }
 
     // -- internals ----------------------------------------------------------------------
@@ -401,16 +380,6 @@ impl<K: Copy + Eq + Hash + Ord + std::fmt::Debug> Matchmaker<K> {
         debug_assert!(b_ticket.is_some(), "candidate {b:?} was not waiting");
         let epoch = self.next_epoch;
         self.next_epoch += 1;
-        for (me, partner) in [(a, b), (b, a)] {
-            let old_avoid = self.users.get_mut(&me).and_then(|u| {
-                u.state = State::Paired { partner, epoch };
-                u.avoid.take()
-            });
-            if let Some(other) = old_avoid {
-                self.clear_avoid_of(other, me);
-            }
-        }
-        self.paired += 2;
         let common = match (self.users.get(&a), self.users.get(&b)) {
             (Some(ua), Some(ub)) => {
                 let mut c: Vec<String> = ua
@@ -425,6 +394,7 @@ impl<K: Copy + Eq + Hash + Ord + std::fmt::Debug> Matchmaker<K> {
             }
             _ => Vec::new(),
         };
+        self.paired_up(a, b);
         Pairing {
             a,
             a_ticket,
@@ -466,32 +436,38 @@ impl<K: Copy + Eq + Hash + Ord + std::fmt::Debug> Matchmaker<K> {
         Some(ticket)
     }
 
-    /// If `user` is paired, make both idle; with `avoid`, they then avoid each other.
-    /// Returns the former partner.
-    fn end_pair(&mut self, user: K, avoid: bool) -> Option<K> {
-        let u = self.users.get_mut(&user)?;
-        let State::Paired { partner, .. } = u.state else {
-            return None;
-        };
-        u.state = State::Idle;
-        if avoid {
-            u.avoid = Some(partner);
-        }
-        match self.users.get_mut(&partner) {
-            Some(p) => {
-                debug_assert!(
-                    matches!(p.state, State::Paired { partner: q, .. } if q == user),
-                    "asymmetric pair {user:?} / {partner:?}"
-                );
-                p.state = State::Idle;
-                if avoid {
-                    p.avoid = Some(user);
-                }
+    /// `a` and `b` (neither queued) were just paired: each one's avoid relation ends, and
+    /// each is forgotten unless it has interests to remember.
+    fn paired_up(&mut self, a: K, b: K) {
+        for me in [a, b] {
+            // The relation may be the one between `a` and `b` themselves (they met again
+            // through the cluster queue): taken from both sides before either is forgotten.
+            if let Some(other) = self.users.get_mut(&me).and_then(|u| u.avoid.take()) {
+                self.clear_avoid_of(other, me);
             }
-            None => debug_assert!(false, "partner {partner:?} of {user:?} unknown"),
         }
-        self.paired -= 2;
-        Some(partner)
+        self.forget_if_idle(a);
+        self.forget_if_idle(b);
+    }
+
+    /// The chat between `a` and `b` was ended by `next`/`find`: they avoid each other now.
+    /// Both normally have no relation at this point (a pairing ends it). If either has one
+    /// with a third user, the request is late (it crossed the partner moving on, e.g. the
+    /// partner ended the chat first and has since been through another one) and nothing
+    /// changes: an older chat never overrides a newer relation.
+    fn avoid_each_other(&mut self, a: K, b: K) {
+        let free = |k: K, other: K| {
+            self.users
+                .get(&k)
+                .and_then(|u| u.avoid)
+                .is_none_or(|o| o == other)
+        };
+        if a == b || !free(a, b) || !free(b, a) {
+            return;
+        }
+        for (me, other) in [(a, b), (b, a)] {
+            self.users.entry(me).or_insert_with(User::new).avoid = Some(other);
+        }
     }
 
     /// `user` is no longer avoided by `other` (it paired elsewhere or left).
@@ -524,7 +500,7 @@ mod tests {
         let t0 = Instant::now();
         let mut mm: Matchmaker<u32> = Matchmaker::new(WAIT);
         // 1 waits here with an interest; it is taken out to queue it elsewhere.
-        assert!(mm.find(1, 7, vec!["x".into()], t0).is_none());
+        assert!(mm.find(1, 7, vec!["x".into()], None, t0).is_none());
         assert_eq!(mm.waiting_users(), vec![1]);
         let w = mm.take_waiting(1).expect("was waiting");
         assert_eq!(w.ticket, 7);
@@ -533,33 +509,72 @@ mod tests {
         assert_eq!(mm.waiting_count(), 0);
         assert_eq!(mm.last_interests(1), ["x".to_string()]);
         assert!(mm.take_waiting(1).is_none());
-        // Elsewhere it pairs with 100, a user this matchmaker never saw.
-        mm.pair_external(1, 100, 5);
-        assert_eq!(
-            mm.status(1),
-            Status::Paired {
-                partner: 100,
-                epoch: 5
-            }
-        );
-        assert_eq!(mm.paired_count(), 2);
+        // Elsewhere it pairs with 100, a user this matchmaker never saw: only 1's interests
+        // are kept.
+        mm.pair_external(1, 100);
+        assert_eq!(mm.status(1), Status::Idle);
+        assert_eq!(mm.known_users(), 1);
         // `next` ends it with the no-re-pair rule, as for a local pair.
-        assert!(mm.next(1, 8, t0).is_none());
-        assert_eq!(mm.paired_count(), 0);
+        assert!(mm.next(1, 8, Some(100), t0).is_none());
+        assert_eq!(mm.known_users(), 2, "100 is remembered as avoided");
         // 100 and 1 pair again elsewhere (someone else paired in between, unknown here):
-        // nothing may be forgotten half-way.
+        // the relation ends on both sides, nothing is forgotten half-way.
         mm.take_waiting(1).expect("queued by next");
-        mm.pair_external(1, 100, 6);
-        assert_eq!(
-            mm.status(100),
-            Status::Paired {
-                partner: 1,
-                epoch: 6
-            }
-        );
+        mm.pair_external(1, 100);
+        assert_eq!(mm.status(100), Status::Idle);
+        assert_eq!(mm.known_users(), 1, "only 1 and its interests");
+        assert!(mm.next(1, 9, Some(100), t0).is_none());
         mm.remove(1);
         assert_eq!(mm.status(100), Status::Idle);
         assert_eq!(mm.known_users(), 0, "nothing left behind");
+    }
+
+    #[test]
+    fn paired_users_without_interests_are_not_kept() {
+        let (mut m, t0) = mm();
+        for k in 0..10_000u32 {
+            assert_eq!(find(&mut m, 2 * k, &[], t0), None);
+            let p = find(&mut m, 2 * k + 1, &[], t0).expect("pairs with the one waiting");
+            assert_eq!((p.a, p.b), (2 * k + 1, 2 * k));
+        }
+        assert_eq!(m.waiting_count(), 0);
+        assert_eq!(m.known_users(), 0, "20,000 chatting users, nothing held");
+        assert!(m.open.is_empty() && m.postings.is_empty() && m.deadlines.is_empty());
+    }
+
+    #[test]
+    fn paired_users_with_interests_are_kept_for_next() {
+        // No interest wait: a user with interests pairs at once with one without.
+        let mut m = Matchmaker::new(Duration::ZERO);
+        let t0 = Instant::now();
+        // Pairs (1, 2) .. (199, 200): the odd ones give an interest, the even ones none.
+        for k in 0..100u32 {
+            let (a, b) = (2 * k + 1, 2 * k + 2);
+            assert_eq!(find(&mut m, a, &[&format!("t{k}")], t0), None);
+            assert_eq!(
+                find(&mut m, b, &[], t0),
+                Some(pairing(b, a, u64::from(k) + 1, &[]))
+            );
+        }
+        assert_eq!(m.waiting_count(), 0);
+        assert_eq!(m.known_users(), 100, "exactly the users with interests");
+        for k in 0..100u32 {
+            assert_eq!(m.last_interests(2 * k + 1), &tags(&[&format!("t{k}")])[..]);
+            assert!(m.last_interests(2 * k + 2).is_empty());
+        }
+        // 1 ends its chat with 2 by `next`: it queues with its interest, avoiding 2.
+        assert_eq!(next_after(&mut m, 1, 2, t0), None);
+        assert!(waiting(&m, 1));
+        assert_eq!(next_after(&mut m, 2, 1, t0), None, "2 does not get 1 back");
+        assert_eq!(m.expire(secs(t0, 60.0)), vec![]);
+        // Someone else gets 1; that ends the relation, and 2 (no interests) is forgotten
+        // once it pairs.
+        assert_eq!(
+            find(&mut m, 500, &["t0"], t0),
+            Some(pairing(500, 1, 101, &["t0"]))
+        );
+        assert_eq!(find(&mut m, 501, &[], t0), Some(pairing(501, 2, 102, &[])));
+        assert_eq!(m.known_users(), 99 + 2, "odd ones 3..199, then 1 and 500");
     }
 
     const WAIT: Duration = Duration::from_secs(5);
@@ -588,23 +603,39 @@ mod tests {
         }
     }
 
+    /// `find` by a user that is not chatting.
     fn find(m: &mut Matchmaker<u32>, u: u32, t: &[&str], now: Instant) -> Option<Pairing<u32>> {
-        m.find(u, u * 10, tags(t), now)
+        m.find(u, u * 10, tags(t), None, now)
     }
 
+    /// `find` by `u`, ending its chat with `partner`.
+    fn find_after(
+        m: &mut Matchmaker<u32>,
+        u: u32,
+        partner: u32,
+        t: &[&str],
+        now: Instant,
+    ) -> Option<Pairing<u32>> {
+        m.find(u, u * 10, tags(t), Some(partner), now)
+    }
+
+    /// `next` by a user that is not chatting.
     fn next(m: &mut Matchmaker<u32>, u: u32, now: Instant) -> Option<Pairing<u32>> {
-        m.next(u, u * 10, now)
+        m.next(u, u * 10, None, now)
+    }
+
+    /// `next` by `u`, ending its chat with `partner`.
+    fn next_after(
+        m: &mut Matchmaker<u32>,
+        u: u32,
+        partner: u32,
+        now: Instant,
+    ) -> Option<Pairing<u32>> {
+        m.next(u, u * 10, Some(partner), now)
     }
 
     fn waiting(m: &Matchmaker<u32>, u: u32) -> bool {
         matches!(m.status(u), Status::Waiting { .. })
-    }
-
-    fn partner(m: &Matchmaker<u32>, u: u32) -> Option<u32> {
-        match m.status(u) {
-            Status::Paired { partner, .. } => Some(partner),
-            _ => None,
-        }
     }
 
     #[test]
@@ -620,21 +651,8 @@ mod tests {
         );
         assert_eq!(m.waiting_count(), 1);
         assert_eq!(find(&mut m, 2, &[], t0), Some(pairing(2, 1, 1, &[])));
-        assert_eq!(
-            m.status(1),
-            Status::Paired {
-                partner: 2,
-                epoch: 1
-            }
-        );
-        assert_eq!(
-            m.status(2),
-            Status::Paired {
-                partner: 1,
-                epoch: 1
-            }
-        );
-        assert_eq!((m.waiting_count(), m.paired_count()), (0, 2));
+        assert_eq!((m.status(1), m.status(2)), (Status::Idle, Status::Idle));
+        assert_eq!((m.waiting_count(), m.known_users()), (0, 0));
         // epochs increase
         find(&mut m, 3, &[], t0);
         assert_eq!(find(&mut m, 4, &[], t0), Some(pairing(4, 3, 2, &[])));
@@ -771,7 +789,7 @@ mod tests {
         find(&mut m, 1, &["k"], t0);
         assert_eq!(find(&mut m, 2, &[], t0), Some(pairing(2, 1, 1, &[])));
         // 2 skips 1: 2 waits (oldest), then 1 requeues and must not take 2.
-        assert_eq!(next(&mut m, 2, t0), None);
+        assert_eq!(next_after(&mut m, 2, 1, t0), None);
         assert_eq!(next(&mut m, 1, t0), None);
         assert_eq!(m.waiting_count(), 2);
         // 3 (open, interest k): 2 is older and open, but 1 shares "k": 1 wins.
@@ -787,7 +805,7 @@ mod tests {
         find(&mut m, 1, &["k"], t0);
         assert_eq!(find(&mut m, 2, &["k"], t0), Some(pairing(2, 1, 1, &["k"])));
         find(&mut m, 3, &[], t0);
-        assert_eq!(next(&mut m, 1, t0), None); // 1 waits ("k", not open)
+        assert_eq!(next_after(&mut m, 1, 2, t0), None); // 1 waits ("k", not open)
         assert_eq!(next(&mut m, 2, t0), None); // shares "k" with 1 but avoids it
                                                // 4 shares "k" and is not open: it takes 1, the older of the two.
         assert_eq!(find(&mut m, 4, &["k"], t0), Some(pairing(4, 1, 2, &["k"])));
@@ -801,10 +819,10 @@ mod tests {
         find(&mut m, 1, &[], t0);
         find(&mut m, 2, &[], t0);
         // 1 skips 2: 2 is idle (told partner_left by the caller), 1 waits.
-        assert_eq!(next(&mut m, 1, t0), None);
+        assert_eq!(next_after(&mut m, 1, 2, t0), None);
         assert_eq!(m.status(2), Status::Idle);
         assert!(waiting(&m, 1));
-        assert_eq!(m.paired_count(), 0);
+        assert_eq!(m.known_users(), 2, "both remember the relation");
         // 2 looks again: only 1 is there, and they avoid each other.
         assert_eq!(next(&mut m, 2, t0), None);
         assert_eq!(find(&mut m, 2, &[], t0), None);
@@ -818,11 +836,36 @@ mod tests {
     }
 
     #[test]
+    fn a_late_ended_never_overrides_a_newer_relation() {
+        let (mut m, t0) = mm();
+        find(&mut m, 1, &[], t0);
+        find(&mut m, 2, &[], t0);
+        // Both skip at once: each request names the other; they avoid each other.
+        assert_eq!(next_after(&mut m, 2, 1, t0), None);
+        assert_eq!(next_after(&mut m, 1, 2, t0), None);
+        assert_eq!(m.waiting_count(), 2);
+        // 2 pairs with 3, who then skips it: 2 and 3 avoid each other now.
+        assert_eq!(find(&mut m, 3, &[], t0), Some(pairing(3, 2, 2, &[])));
+        m.leave(1);
+        assert_eq!(next_after(&mut m, 3, 2, t0), None);
+        m.leave(3);
+        // A request of 1 that still names 2 (sent before it heard that 2 moved on) does
+        // not bring the old relation back, nor end the newer one.
+        assert_eq!(next_after(&mut m, 1, 2, t0), None);
+        assert_eq!(
+            m.known_users(),
+            3,
+            "1 waits; 2 and 3 still avoid each other"
+        );
+        assert_eq!(next(&mut m, 2, t0), Some(pairing(2, 1, 3, &[])));
+    }
+
+    #[test]
     fn avoid_also_applies_with_shared_interests() {
         let (mut m, t0) = mm();
         find(&mut m, 1, &["x"], t0);
         find(&mut m, 2, &["x"], t0);
-        next(&mut m, 2, t0);
+        next_after(&mut m, 2, 1, t0);
         assert_eq!(next(&mut m, 1, t0), None);
         assert_eq!(m.expire(secs(t0, 60.0)), vec![]);
         assert_eq!(find(&mut m, 3, &["x"], t0), Some(pairing(3, 2, 2, &["x"])));
@@ -833,7 +876,7 @@ mod tests {
         let (mut m, t0) = mm();
         find(&mut m, 1, &[], t0);
         find(&mut m, 2, &[], t0);
-        assert_eq!(find(&mut m, 2, &["new"], t0), None);
+        assert_eq!(find_after(&mut m, 2, 1, &["new"], t0), None);
         assert_eq!(m.status(1), Status::Idle);
         assert_eq!(
             m.status(2),
@@ -859,8 +902,13 @@ mod tests {
         find(&mut m, 9, &[], t0);
         find(&mut m, 1, &[], t0); // 1-9
         find(&mut m, 3, &[], t0); // waiting
-        assert_eq!(find(&mut m, 1, &[], t0), Some(pairing(1, 3, 2, &[])));
+        assert_eq!(
+            find_after(&mut m, 1, 9, &[], t0),
+            Some(pairing(1, 3, 2, &[]))
+        );
         assert_eq!(m.status(9), Status::Idle);
+        // Pairing 1 with 3 ended the relation with 9 at once: nothing is left.
+        assert_eq!(m.known_users(), 0);
     }
 
     #[test]
@@ -870,7 +918,7 @@ mod tests {
         find(&mut m, 2, &[], t0);
         m.leave(1);
         assert_eq!((m.status(1), m.status(2)), (Status::Idle, Status::Idle));
-        assert_eq!(m.paired_count(), 0);
+        assert_eq!(m.known_users(), 0);
         assert_eq!(find(&mut m, 2, &[], t0), None);
         assert_eq!(find(&mut m, 1, &[], t0), Some(pairing(1, 2, 2, &[])));
     }
@@ -880,7 +928,7 @@ mod tests {
         let (mut m, t0) = mm();
         find(&mut m, 1, &[], t0);
         find(&mut m, 2, &[], t0);
-        next(&mut m, 1, t0);
+        next_after(&mut m, 1, 2, t0);
         m.leave(1);
         assert_eq!(m.status(1), Status::Idle);
         assert_eq!(find(&mut m, 2, &[], t0), None);
@@ -893,7 +941,7 @@ mod tests {
         let (mut m, t0) = mm();
         find(&mut m, 1, &["x"], t0);
         find(&mut m, 2, &["x"], t0);
-        next(&mut m, 2, t0); // 2 waits, avoids 1
+        next_after(&mut m, 2, 1, t0); // 2 waits, avoids 1
         m.remove(1);
         assert_eq!(m.status(1), Status::Idle);
         assert!(m.last_interests(1).is_empty());
@@ -901,8 +949,7 @@ mod tests {
         assert_eq!(find(&mut m, 1, &["x"], t0), Some(pairing(1, 2, 2, &["x"])));
         m.remove(1);
         m.remove(2);
-        assert_eq!(m.known_users(), 0);
-        assert_eq!((m.waiting_count(), m.paired_count()), (0, 0));
+        assert_eq!((m.waiting_count(), m.known_users()), (0, 0));
     }
 
     #[test]
@@ -912,7 +959,6 @@ mod tests {
         find(&mut m, 2, &["x"], t0);
         m.remove(2);
         assert_eq!(m.status(1), Status::Idle);
-        assert_eq!(m.paired_count(), 0);
         assert_eq!(m.last_interests(1), &tags(&["x"])[..]);
         // 1 still remembers its interests for next.
         assert_eq!(next(&mut m, 1, t0), None);
@@ -954,7 +1000,7 @@ mod tests {
         find(&mut m, 2, &["y"], secs(t0, 1.0));
         // 1 re-queues at 3 s: new interests, new wait (until 8 s), behind 2.
         assert_eq!(
-            m.find(1, 11, tags(&["x", "y"]), secs(t0, 3.0)),
+            m.find(1, 11, tags(&["x", "y"]), None, secs(t0, 3.0)),
             Some(Pairing {
                 a: 1,
                 a_ticket: 11,
@@ -998,7 +1044,7 @@ mod tests {
         let (mut m, t0) = mm();
         find(&mut m, 1, &[], t0);
         find(&mut m, 2, &[], t0);
-        assert_eq!(find(&mut m, 1, &["z"], t0), None);
+        assert_eq!(find_after(&mut m, 1, 2, &["z"], t0), None);
         assert_eq!(m.status(2), Status::Idle);
         assert_eq!(
             m.status(1),
@@ -1044,7 +1090,7 @@ mod tests {
         find(&mut m, 1, &["x"], t0);
         find(&mut m, 2, &["x2"], secs(t0, 1.0));
         // 1 sends next later, with another ticket: no change at all.
-        assert_eq!(m.next(1, 99, secs(t0, 3.0)), None);
+        assert_eq!(m.next(1, 99, None, secs(t0, 3.0)), None);
         assert_eq!(
             m.status(1),
             Status::Waiting {
@@ -1067,7 +1113,7 @@ mod tests {
         find(&mut m, 2, &["b"], t0);
         find(&mut m, 3, &["a"], t0);
         assert_eq!(
-            m.next(1, 77, t0),
+            m.next(1, 77, Some(2), t0),
             Some(Pairing {
                 a: 1,
                 a_ticket: 77,
@@ -1097,19 +1143,22 @@ mod tests {
         assert_eq!(find(&mut m, 1, &["a"], t0), Some(pairing(1, 2, 1, &["a"])));
         m.leave(2);
         assert_eq!((m.status(1), m.status(2)), (Status::Idle, Status::Idle));
-        assert_eq!((m.waiting_count(), m.paired_count()), (0, 0));
+        assert_eq!(m.waiting_count(), 0);
+        // No relation: they may meet again.
+        assert_eq!(find(&mut m, 2, &["a"], t0), None);
+        assert_eq!(find(&mut m, 1, &["a"], t0), Some(pairing(1, 2, 2, &["a"])));
     }
 
     #[test]
     fn tickets_are_the_latest_given() {
         let (mut m, t0) = mm();
-        m.find(1, 5, vec![], t0);
-        m.find(1, 6, vec![], t0);
-        let p = m.find(2, 7, vec![], t0).expect("paired");
+        m.find(1, 5, vec![], None, t0);
+        m.find(1, 6, vec![], None, t0);
+        let p = m.find(2, 7, vec![], None, t0).expect("paired");
         assert_eq!((p.a, p.a_ticket, p.b, p.b_ticket), (2, 7, 1, 6));
         m.leave(1);
-        m.next(1, 8, t0);
-        m.find(3, 9, tags(&["t"]), t0);
+        m.next(1, 8, None, t0);
+        m.find(3, 9, tags(&["t"]), None, t0);
         let p = m.expire(secs(t0, 5.0));
         assert_eq!(p.len(), 1);
         assert_eq!((p[0].a, p[0].a_ticket, p[0].b, p[0].b_ticket), (3, 9, 1, 8));
@@ -1151,7 +1200,7 @@ mod tests {
         let mut paired = 0;
         for u in 0..40_000u32 {
             let t = [format!("t{}", u % 20_000 % 200)];
-            if m.find(u, 0, t.to_vec(), t0).is_some() {
+            if m.find(u, 0, t.to_vec(), None, t0).is_some() {
                 paired += 1;
             }
         }
@@ -1350,7 +1399,6 @@ mod tests {
     /// Every structural invariant of the real matchmaker.
     fn check_invariants(m: &Matchmaker<u32>, model: &Model) {
         let mut waiting = 0;
-        let mut paired = 0;
         for (&u, x) in &m.users {
             match x.state {
                 State::Idle => {
@@ -1377,21 +1425,12 @@ mod tests {
                         assert_eq!(m.postings[t.as_str()].get(&seq), Some(&u));
                     }
                 }
-                State::Paired { partner, epoch } => {
-                    paired += 1;
-                    assert_ne!(partner, u, "paired with itself");
-                    assert!(
-                        matches!(m.users[&partner].state, State::Paired { partner: p, epoch: e } if p == u && e == epoch),
-                        "asymmetric pair {u}/{partner}"
-                    );
-                }
             }
             if let Some(a) = x.avoid {
                 assert_eq!(m.users[&a].avoid, Some(u), "avoid kept symmetric");
             }
         }
         assert_eq!(waiting, m.waiting_count());
-        assert_eq!(paired, m.paired_count());
         let indexed: usize = m.open.len() + m.deadlines.len();
         let never_open = m
             .users
@@ -1422,21 +1461,44 @@ mod tests {
         assert_eq!(posted, expected);
         assert!(m.postings.values().all(|l| !l.is_empty()));
         // Same observable state as the model.
+        let mut kept = 0;
         for (&u, x) in &model.users {
             let s = m.status(u);
             match (x.waiting, x.paired) {
                 (Some((_, ticket, _, open)), None) => {
                     assert_eq!(s, Status::Waiting { ticket, open }, "user {u}")
                 }
-                (None, Some(p)) => assert_eq!(partner(m, u), Some(p), "user {u}"),
+                (None, Some(p)) => {
+                    assert_ne!(p, u, "model: {u} paired with itself");
+                    assert_eq!(model.users[&p].paired, Some(u), "model: asymmetric pair");
+                    assert_eq!(s, Status::Idle, "user {u}");
+                }
                 (None, None) => assert_eq!(s, Status::Idle, "user {u}"),
                 (Some(_), Some(_)) => panic!("model: {u} waiting and paired"),
             }
             assert_eq!(m.last_interests(u), &x.interests[..]);
+            // The model keeps a one-sided avoid after a pairing; only a mutual one counts.
+            let avoid = x
+                .avoid
+                .filter(|a| model.users.get(a).is_some_and(|y| y.avoid == Some(u)));
+            assert_eq!(m.users.get(&u).and_then(|y| y.avoid), avoid, "avoid of {u}");
+            // Held exactly when there is something to hold: nothing for a chatting (or
+            // idle) user without interests or an avoided partner.
+            let holds = x.waiting.is_some() || !x.interests.is_empty() || avoid.is_some();
+            if x.paired.is_some() && x.interests.is_empty() {
+                assert!(
+                    !m.users.contains_key(&u),
+                    "paired {u} without interests held"
+                );
+            }
+            assert_eq!(m.users.contains_key(&u), holds, "entry of {u}");
+            kept += usize::from(holds);
         }
-        for &u in m.users.keys() {
-            assert!(model.users.contains_key(&u) || m.status(u) == Status::Idle);
-        }
+        assert_eq!(
+            m.known_users(),
+            kept,
+            "an entry for a user the model forgot"
+        );
     }
 
     /// `requester`: the user of a `find`/`next` (which queues it first); `None` for
@@ -1514,15 +1576,22 @@ mod tests {
                             t.push(tag);
                         }
                     }
+                    // The partner of the chat this ends, as the user's session knows it.
+                    let ended = model.users.get(&u).and_then(|x| x.paired);
                     (
-                        m.find(u, ticket, t.clone(), now).into_iter().collect(),
+                        m.find(u, ticket, t.clone(), ended, now)
+                            .into_iter()
+                            .collect(),
                         model.find(u, ticket, t, wait, now).into_iter().collect(),
                     )
                 }
-                35..=59 => (
-                    m.next(u, ticket, now).into_iter().collect(),
-                    model.next(u, ticket, wait, now).into_iter().collect(),
-                ),
+                35..=59 => {
+                    let ended = model.users.get(&u).and_then(|x| x.paired);
+                    (
+                        m.next(u, ticket, ended, now).into_iter().collect(),
+                        model.next(u, ticket, wait, now).into_iter().collect(),
+                    )
+                }
                 60..=71 => {
                     m.leave(u);
                     model.leave(u);

@@ -197,20 +197,28 @@ impl ChatSession {
         let me = cx.me;
         match msg {
             ClientMsg::Find { interests } => {
+                // The matchmaker does not keep pairs: it learns here which chat this ends.
+                let ended = self.partner().map(|(p, _)| p);
                 self.end_pair(true, cx, sink);
                 let ticket = self.requeue(cx, sink);
                 sink.matcher(MatchReq::Find {
                     user: me,
                     ticket,
                     interests,
+                    ended,
                 });
             }
             ClientMsg::Next => match self.phase {
                 ChatPhase::Waiting => sink.send(Reply::Waiting),
                 ChatPhase::Idle | ChatPhase::Paired => {
+                    let ended = self.partner().map(|(p, _)| p);
                     self.end_pair(true, cx, sink);
                     let ticket = self.requeue(cx, sink);
-                    sink.matcher(MatchReq::Next { user: me, ticket });
+                    sink.matcher(MatchReq::Next {
+                        user: me,
+                        ticket,
+                        ended,
+                    });
                 }
             },
             ClientMsg::Leave => match self.phase {
@@ -669,22 +677,33 @@ mod tests {
         assert_eq!(
             p.requests(A),
             [
-                r#"Find { user: ConnId { node: 0, shard: 0, slot: 1, gen: 1 }, ticket: 1, interests: ["rust"] }"#
+                r#"Find { user: ConnId { node: 0, shard: 0, slot: 1, gen: 1 }, ticket: 1, interests: ["rust"], ended: None }"#
             ]
         );
         // Waiting: re-queued under a new ticket.
         p.text(A, r#"{"type":"find","interests":["go"]}"#);
         assert_eq!(p.take(A), [WAITING]);
         assert_eq!(p.ticket(A), 2);
-        assert_eq!(p.requests(A).len(), 1);
-        // Chatting: the partner is told (and the two avoid each other), then queued.
+        let req = p.requests(A);
+        assert_eq!(req.len(), 1);
+        assert!(req[0].ends_with("ended: None }"), "{req:?}");
+        // Chatting: the partner is told (and the two avoid each other), then queued; the
+        // matchmaker is told which chat ended.
         let mut p = Pair::chatting(false);
         p.text(A, r#"{"type":"find"}"#);
         assert_eq!(p.take(A), [WAITING]);
-        assert_eq!(p.requests(A).len(), 1);
+        let req = p.requests(A);
+        assert_eq!(req.len(), 1);
+        assert!(
+            req[0].ends_with("ended: Some(ConnId { node: 0, shard: 0, slot: 2, gen: 1 }) }"),
+            "{req:?}"
+        );
         p.carry(A);
         assert_eq!(p.take(B), [LEFT]);
         assert_eq!(p.c[B].s.phase(), ChatPhase::Idle);
+        // B's chat was ended for it: its next ends nothing.
+        p.text(B, r#"{"type":"next"}"#);
+        assert!(p.requests(B)[0].ends_with("ended: None }"));
     }
 
     #[test]
@@ -724,17 +743,27 @@ mod tests {
         let mut p = Pair::new(false);
         p.text(A, r#"{"type":"next"}"#);
         assert_eq!(p.take(A), [WAITING]);
-        assert_eq!(p.requests(A).len(), 1);
+        assert_eq!(
+            p.requests(A),
+            [
+                r#"Next { user: ConnId { node: 0, shard: 0, slot: 1, gen: 1 }, ticket: 1, ended: None }"#
+            ]
+        );
         // Waiting: answers waiting, keeps its place (no request).
         p.text(A, r#"{"type":"next"}"#);
         assert_eq!(p.take(A), [WAITING]);
         assert!(p.requests(A).is_empty());
         assert_eq!(p.ticket(A), 1);
-        // Chatting: partner told, queued again.
+        // Chatting: partner told, queued again; the matchmaker is told which chat ended.
         let mut p = Pair::chatting(false);
         p.text(B, r#"{"type":"next"}"#);
         assert_eq!(p.take(B), [WAITING]);
-        assert!(p.requests(B)[0].starts_with("Next"));
+        assert_eq!(
+            p.requests(B),
+            [
+                r#"Next { user: ConnId { node: 0, shard: 0, slot: 2, gen: 1 }, ticket: 2, ended: Some(ConnId { node: 0, shard: 0, slot: 1, gen: 1 }) }"#
+            ]
+        );
         p.carry(B);
         assert_eq!(p.take(A), [LEFT]);
     }

@@ -148,6 +148,23 @@ impl ClusterQueue {
         self.published.insert(user, w.ticket);
     }
 
+    /// `user` left the cluster queue paired under `ticket`: true if that is the ticket it
+    /// waits there under (published, or quarantined: it may still be claimed then), and it
+    /// waits there no more.
+    fn take_paired(&mut self, user: ConnId, ticket: u32) -> bool {
+        if self.published.get(&user) == Some(&ticket) {
+            self.published.remove(&user);
+            self.unopen(user);
+            true
+        } else if self.quarantine.get(&user) == Some(&ticket) {
+            // Not released into the local queue later: it is chatting.
+            self.quarantine.remove(&user);
+            true
+        } else {
+            false
+        }
+    }
+
     /// The pairing script paired our `user` (queued under `ticket`) with `partner`. Returns
     /// the pairing to deliver; a stale `user` is its shard's to notice (it tells the partner).
     pub fn on_cluster_paired(
@@ -155,17 +172,12 @@ impl ClusterQueue {
         mm: &mut Matchmaker<ConnId>,
         pairing: Pairing<ConnId>,
     ) -> Pairing<ConnId> {
-        let current = self.published.get(&pairing.a) == Some(&pairing.a_ticket);
-        if current {
-            self.published.remove(&pairing.a);
-            self.unopen(pairing.a);
-        }
-        if !pairing.b.is_remote() && self.published.get(&pairing.b) == Some(&pairing.b_ticket) {
-            self.published.remove(&pairing.b);
-            self.unopen(pairing.b);
+        let current = self.take_paired(pairing.a, pairing.a_ticket);
+        if !pairing.b.is_remote() {
+            self.take_paired(pairing.b, pairing.b_ticket);
         }
         if current {
-            mm.pair_external(pairing.a, pairing.b, pairing.epoch);
+            mm.pair_external(pairing.a, pairing.b);
         }
         pairing
     }
@@ -178,12 +190,9 @@ impl ClusterQueue {
         user: ConnId,
         ticket: u32,
         partner: ConnId,
-        epoch: u64,
     ) {
-        if self.published.get(&user) == Some(&ticket) {
-            self.published.remove(&user);
-            self.unopen(user);
-            mm.pair_external(user, partner, epoch);
+        if self.take_paired(user, ticket) {
+            mm.pair_external(user, partner);
         }
     }
 
@@ -228,9 +237,11 @@ impl ClusterQueue {
         back.sort_unstable();
         let mut made = Vec::new();
         for (user, ticket) in back {
+            // Every request but `next` takes a user out of quarantine, and so does a pairing:
+            // whoever is left is neither chatting nor queued here.
             if matches!(mm.status(user), Status::Idle) {
                 let interests = mm.last_interests(user).to_vec();
-                made.extend(mm.find(user, ticket, interests, now));
+                made.extend(mm.find(user, ticket, interests, None, now));
             }
         }
         made
@@ -327,9 +338,27 @@ mod tests {
     ) -> Option<Pairing<ConnId>> {
         q.forget(user(slot));
         let tags = tags.iter().map(|t| t.to_string()).collect();
-        let p = mm.find(user(slot), ticket, tags, now);
+        let p = mm.find(user(slot), ticket, tags, None, now);
         q.after_request(p.is_some(), user(slot), ticket, now);
         p
+    }
+
+    /// Local users 1 and 2 chat, and 1 ends it by `next` (the two avoid each other): 1 waits
+    /// and is enqueued in the cluster queue under ticket 2, with the relation kept here.
+    fn next_into_the_cluster(
+        mm: &mut Matchmaker<ConnId>,
+        q: &mut ClusterQueue,
+        t0: Instant,
+    ) -> Instant {
+        find(mm, q, 2, 1, &[], t0);
+        assert!(find(mm, q, 1, 1, &[], t0).is_some());
+        q.forget(user(1));
+        assert!(mm.next(user(1), 2, Some(user(2)), t0).is_none());
+        q.after_request(false, user(1), 2, t0);
+        q.expire(mm, t0 + HOLD);
+        assert_eq!(out(q), ["enqueue 1 t2 [] open=true"]);
+        assert_eq!(mm.known_users(), 2, "1 and 2 avoid each other");
+        t0 + HOLD
     }
 
     #[test]
@@ -406,9 +435,7 @@ mod tests {
     #[test]
     fn a_pairing_from_the_script_pairs_our_user_only_if_current() {
         let (mut mm, mut q, t0) = setup();
-        find(&mut mm, &mut q, 1, 1, &[], t0);
-        q.expire(&mut mm, t0 + HOLD);
-        out(&mut q);
+        next_into_the_cluster(&mut mm, &mut q, t0);
         let pairing = |ticket| Pairing {
             a: user(1),
             a_ticket: ticket,
@@ -420,30 +447,49 @@ mod tests {
         // Stale ticket: delivered (the shard tells the partner), our state untouched.
         q.on_cluster_paired(&mut mm, pairing(9));
         assert!(q.is_waiting_there(user(1)));
-        q.on_cluster_paired(&mut mm, pairing(1));
+        assert_eq!(mm.known_users(), 2, "the relation stands");
+        q.on_cluster_paired(&mut mm, pairing(2));
         assert!(!q.is_waiting_there(user(1)));
-        assert!(matches!(
-            mm.status(user(1)),
-            Status::Paired { epoch: 77, .. }
-        ));
+        assert_eq!(mm.status(user(1)), Status::Idle);
+        assert_eq!(mm.known_users(), 0, "paired elsewhere: the relation ended");
+        // 2 may meet 1 again.
+        assert!(find(&mut mm, &mut q, 2, 2, &[], t0).is_none());
+        assert!(mm.next(user(1), 3, Some(remote(9)), t0).is_some());
     }
 
     #[test]
     fn claimed_by_another_node() {
         let (mut mm, mut q, t0) = setup();
-        find(&mut mm, &mut q, 1, 1, &[], t0);
-        q.expire(&mut mm, t0 + HOLD);
-        q.on_claimed(&mut mm, user(1), 2, remote(3), 5);
+        next_into_the_cluster(&mut mm, &mut q, t0);
+        q.on_claimed(&mut mm, user(1), 1, remote(3));
         assert!(
             q.is_waiting_there(user(1)),
             "a claim for an older ticket changes nothing"
         );
-        q.on_claimed(&mut mm, user(1), 1, remote(3), 5);
+        assert_eq!(mm.known_users(), 2);
+        q.on_claimed(&mut mm, user(1), 2, remote(3));
         assert!(!q.is_waiting_there(user(1)));
-        assert!(matches!(
-            mm.status(user(1)),
-            Status::Paired { epoch: 5, .. }
-        ));
+        assert_eq!(mm.status(user(1)), Status::Idle);
+        assert_eq!(mm.known_users(), 0, "paired elsewhere: the relation ended");
+    }
+
+    #[test]
+    fn a_claim_heard_after_the_link_was_lost_is_not_requeued() {
+        let (mut mm, mut q, t0) = setup();
+        let now = next_into_the_cluster(&mut mm, &mut q, t0);
+        find(&mut mm, &mut q, 5, 1, &[], t0);
+        q.expire(&mut mm, now);
+        out(&mut q);
+        q.on_link(&mut mm, false, now);
+        assert_eq!(q.queued(), 2, "1 and 5 quarantined");
+        // 1 was claimed by another node before the link went; its shard says so only now.
+        q.on_claimed(&mut mm, user(1), 2, remote(3));
+        assert!(!q.is_waiting_there(user(1)));
+        assert_eq!(mm.known_users(), 0, "paired elsewhere: the relation ended");
+        // At the end of the quarantine only 5 waits here again; 1 is chatting.
+        assert!(q.expire(&mut mm, now + TTL + HEARTBEAT).is_empty());
+        assert_eq!(mm.waiting_users(), vec![user(5)]);
+        assert_eq!(mm.status(user(1)), Status::Idle);
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub mod stats;
 
 use self::core::{Core, Delivery, LocalQueue};
 use crate::chat::matchmaker::Pairing;
-use crate::chat::session;
+use crate::chat::session::{self, ChatPhase};
 use crate::http;
 use crate::server::Shared;
 use crate::ws::close;
@@ -696,9 +696,11 @@ impl Shard {
         let mut due: Vec<(usize, Timeout)> = Vec::new();
         let mut watch: Vec<usize> = Vec::new();
         let mut queued = 0u64;
+        let mut paired = 0u64;
         for (slot, c) in self.conns.iter() {
             let pending = c.io.pending_out();
             queued += pending as u64;
+            paired += u64::from(c.chat.phase() == ChatPhase::Paired);
             if let Some(t) = self.timeout(c) {
                 due.push((slot, t));
             } else if (pending > 0 || c.io.has(flag::KERNEL_PENDING)) && slot % every == turn {
@@ -708,6 +710,7 @@ impl Shard {
         self.stats()
             .out_queue_bytes
             .store(queued, Ordering::Relaxed);
+        self.stats().paired_clients.store(paired, Ordering::Relaxed);
         for slot in watch {
             if self.stalled(slot) {
                 due.push((slot, Timeout::Stall));

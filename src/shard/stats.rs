@@ -107,6 +107,8 @@ pub struct ShardStats {
     pub slow_consumer_closes: AtomicU64,
     pub idle_timeouts: AtomicU64,
     pub out_queue_bytes: AtomicU64,
+    /// Chat clients in a chat (sampled every 100 ms).
+    pub paired_clients: AtomicU64,
     pub closes_sent: [AtomicU64; CLOSE_CODES.len()],
     pub closes_received: [AtomicU64; CLOSE_CODES.len()],
     pub http_by_code: [AtomicU64; HTTP_CODES.len()],
@@ -147,6 +149,7 @@ impl Default for ShardStats {
             slow_consumer_closes: Default::default(),
             idle_timeouts: Default::default(),
             out_queue_bytes: Default::default(),
+            paired_clients: Default::default(),
             closes_sent: Default::default(),
             closes_received: Default::default(),
             http_by_code: Default::default(),
@@ -193,6 +196,7 @@ impl ShardStats {
             slow_consumer_closes,
             idle_timeouts,
             out_queue_bytes,
+            paired_clients,
             closes_sent,
             closes_received,
             http_by_code,
@@ -229,6 +233,7 @@ impl ShardStats {
         f("slow_consumer_closes", slow_consumer_closes);
         f("idle_timeouts", idle_timeouts);
         f("out_queue_bytes", out_queue_bytes);
+        f("paired_clients", paired_clients);
         for c in closes_sent {
             f("closes_sent", c);
         }
