@@ -121,7 +121,7 @@ if [ "$PROFILE" = 1 ]; then
     metrics "$OUT/metrics-before.txt"
     "$LT" pairing --rates "$RATE" --step-duration "$PROFILE_STEP" --warmup 0 \
       --url "$URLS" --pair-tags --server-pid "$P1,$P2" --redis-pid "$REDIS_PID" \
-      --processes "$PROCESSES" --sources "$SOURCES" --keep-going \
+      --processes "$PROCESSES" --sources "$SOURCES" \
       --json "$OUT/profile.json" --quiet "$@" 2>"$OUT/profile.log" || true
     # Let the last closes reach Redis.
     sleep 1
