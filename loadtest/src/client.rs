@@ -857,8 +857,9 @@ impl St {
             Kind::Idle => cx.now >= cx.ctl.stop_ns.load(Relaxed),
             Kind::Relay => self.end_recv.is_some(),
             Kind::Churn => self.phase == Phase::AwaitLeft,
-            // Our partner leaves only after our message reached it, and ours follows its
-            // message on the wire: by then we are closing (handled above).
+            // Pairing: the partner closes only after reading our message, and its own message
+            // left before its close, so its partner_left finds us closing (handled above);
+            // one that comes first means its message was lost.
             Kind::Echo | Kind::Pairing => false,
         };
         if self.phase == Phase::Closing {
