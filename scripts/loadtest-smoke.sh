@@ -2,10 +2,11 @@
 # Smoke test of the load generator (loadtest/) against a release build of the server.
 #
 # Builds both in release mode, starts the server on a free loopback port (echo on, no rate
-# limit), runs every scenario briefly with --json, and checks each summary with python3:
+# limit), runs every scenario briefly with --json (and a two-step `pairing` sweep with its
+# plot), and checks each summary with python3:
 # no error of any kind, no lost, duplicated, reordered or corrupt message, every connection
 # set up, and the scenario's own expectations (messages flowed, sessions completed).
-# Exits non-zero on the first failure. Runtime: about 20 s after the build.
+# Exits non-zero on the first failure. Runtime: about 30 s after the build.
 #
 # Usage: scripts/loadtest-smoke.sh            (honours CARGO_TARGET_DIR)
 set -euo pipefail
@@ -127,6 +128,64 @@ run() {
     fi
 }
 
+# run_pairing NAME ARGS...: a brief `pairing` sweep (every step run) and its summary and plot
+# checked: every step clean, every stranger paired and proved by a message each way, one
+# point per step in the plot, the knee (when there is one) a step of the sweep and marked.
+run_pairing() {
+    local name=$1
+    shift
+    local rc=0
+    timeout 60 "$LT" pairing "$@" --url "ws://$ADDR/ws" --keep-going --quiet \
+        --server-pid "$SERVER_PID" --json "$WORK/$name.json" --plot "$WORK/$name.svg" \
+        2>"$WORK/$name.log" || rc=$?
+    if [ ! -s "$WORK/$name.json" ] || [ ! -s "$WORK/$name.svg" ]; then
+        echo "loadtest-smoke: $name: no summary or plot (exit code $rc)" >&2
+        cat "$WORK/$name.log" >&2
+        exit 1
+    fi
+    if ! python3 - "$WORK/$name.json" "$WORK/$name.svg" "$name" "$rc" <<'EOF2'; then
+import json, sys
+
+path, svg_path, name, rc = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+s = json.load(open(path))
+svg = open(svg_path).read()
+problems = []
+steps = s["steps"]
+rates = s["params"]["rates"]
+if [st["offered_per_s"] for st in steps] != rates:
+    problems.append(f"steps {[st['offered_per_s'] for st in steps]} != rates {rates}")
+for st in steps:
+    n = st["strangers"]
+    if st["errors_total"] != 0:
+        problems.append(f"step {st['offered_per_s']}: errors {st['errors']} {st['error_samples'][:3]}")
+    if not (n["joined"] == n["paired"] == n["proved"] == n["closed_clean"] > 0):
+        problems.append(f"step {st['offered_per_s']}: strangers {n}")
+    if st["time_to_pair"]["count"] == 0 or st["achieved_per_s"] <= 0:
+        problems.append(f"step {st['offered_per_s']}: nothing measured in the window")
+    if st["cpu"]["servers"] and st["cpu"]["servers"][0]["cpu"] is None:
+        problems.append(f"step {st['offered_per_s']}: no server CPU")
+    if s["pair_tags"] and st["pairs"] != n["joined"] // 2:
+        problems.append(f"step {st['offered_per_s']}: {st['pairs']} pairs by tag of {n['joined']} strangers")
+if not s["ok"] or rc != 0:
+    problems.append(f"ok = {s['ok']}, exit code {rc}")
+if svg.count('class="achieved"') != len(steps) or 'class="ideal"' not in svg:
+    problems.append("the plot lacks a step's point or the ideal line")
+k = s["knee"]
+if k is not None and (k["index"] >= len(steps) or 'class="knee"' not in svg):
+    problems.append(f"knee {k} not a step or not marked")
+if k is None and "no knee" not in svg:
+    problems.append("no knee, and the plot does not say so")
+knee = f"knee {k['offered_per_s']:.0f}/s" if k else "no knee"
+print(f"loadtest-smoke: {name}: " + ", ".join(
+    f"{st['offered_per_s']:.0f}/s -> {st['achieved_per_s']:.0f}/s p99 {st['time_to_pair']['p99_us']} us"
+    for st in steps) + f"; {knee}" + (" — FAILED: " + "; ".join(problems) if problems else " — ok"))
+sys.exit(1 if problems else 0)
+EOF2
+        cat "$WORK/$name.log" >&2
+        exit 1
+    fi
+}
+
 start=$(date +%s)
 run idle idle --connections 400 --duration 1
 run relay relay --connections 400 --duration 3 --in-flight 2
@@ -135,6 +194,10 @@ run churn churn --rate 100 --duration 4 --messages 5
 run echo echo --connections 100 --duration 3
 run echo-big echo --connections 4 --duration 1 --message-bytes 200000 --binary
 run idle-2proc idle --connections 400 --duration 1 --processes 2 --sources 2
+run_pairing pairing --rates 100,300 --warmup 0.5 --step-duration 2
+# Pair tags over two "nodes" (the one node twice) and two processes.
+run_pairing pairing-tags --rates 200 --warmup 0.5 --step-duration 1 --pair-tags \
+    --url "ws://$ADDR/ws" --processes 2 --sources 2
 
 if ! kill -0 "$SERVER_PID" 2>/dev/null; then
     echo "loadtest-smoke: the server died during the run:" >&2

@@ -99,6 +99,9 @@ bash scripts/loadtest-smoke.sh
 log "cross-node relay through a real Redis (loadtest --pair-tags over two cluster nodes, brief)"
 REPEAT=1 CONNS=400 DURATION=3 RATE=2000 SKIP_BUILD=1 OUT=$(mktemp -d) bash scripts/bench-cluster.sh
 
+log "pairing through the Redis cluster queue (loadtest pairing --pair-tags, two nodes with --cluster-hold 0, brief; profile step)"
+RATES=50,150 STEP=1 WARMUP=0.5 PROFILE_STEP=1 SKIP_BUILD=1 OUT=$(mktemp -d) bash scripts/bench-pairing.sh
+
 log "deployment files through their own checkers"
 ROULETTE_BIN=$BIN bash scripts/deploy-check.sh
 

@@ -27,11 +27,17 @@ destination: spread connections over several loopback addresses with --sources N
 
 Several nodes: --url takes several URLs (--url A,B or --url A --url B; all /ws, or all /echo
 for echo). Client i, counted over every thread and process, connects to URL i mod N. With
---pair-tags (idle, relay, churn) clients 2k and 2k+1 both send find with the one interest
-\"lt<k>-<run id>\", so the server pairs exactly those two; with two URLs every pair then has
+--pair-tags (idle, relay, churn, pairing) clients 2k and 2k+1 both send find with the one
+interest \"lt<k>-<run id>\", so the server pairs exactly those two; with two URLs every pair then has
 one client on each node, which measures relay between two nodes of a cluster. A client paired
 otherwise counts a wrong_partner error. The summary gives urls, connections per URL, pairs
 and pairs_cross_url (null without --pair-tags).
+
+Pairing capacity: `loadtest pairing` offers new strangers at a series of rates (one step per
+rate), each stranger connecting, pairing, exchanging one message each way and closing, and
+reports per step the achieved pairings/s, the time to pair (p50/p99), errors and timeouts and,
+with --server-pid/--redis-pid, CPU per pairing; it names the knee (the highest rate sustained)
+and draws it with --plot. See `loadtest pairing --help`.
 
 Examples:
   loadtest idle -c 15000 --processes 2 --sources 4 --server-pid $(pidof roulette)
@@ -39,13 +45,15 @@ Examples:
   loadtest relay -c 2000 -d 30 --rate 50000 --plot latency.svg --json out.json
   loadtest churn --rate 100 -d 3600
   loadtest relay -c 2000 -d 20 --url ws://127.0.0.1:8081/ws,ws://127.0.0.1:8082/ws --pair-tags
-  loadtest echo -c 100 -d 10 --message-bytes 65536 --url ws://127.0.0.1:8080/echo";
+  loadtest echo -c 100 -d 10 --message-bytes 65536 --url ws://127.0.0.1:8080/echo
+  loadtest pairing --rates 250,500,1000,2000 --url ws://127.0.0.1:8081/ws,ws://127.0.0.1:8082/ws \
+      --pair-tags --server-pid $PID1,$PID2 --redis-pid $(pidof redis-server) --plot knee.svg";
 
 #[derive(Parser, Debug)]
 #[command(
     name = "loadtest",
     version,
-    about = "Load generator for the roulette chat server (scenarios: idle, relay, churn, echo)",
+    about = "Load generator for the roulette chat server (scenarios: idle, relay, churn, echo, pairing)",
     long_about = LONG_ABOUT
 )]
 pub struct Cli {
@@ -101,7 +109,50 @@ with --binary) for --duration seconds: closed-loop with --in-flight messages per
 or open-loop at --rate messages/s in total. Reports the round-trip latency and checks that
 every echo comes back whole, once and in order.")]
     Echo(EchoArgs),
+    /// Sweep offered pairing rates: strangers join, pair, exchange one message each way and
+    /// leave; reports achieved pairings/s, time to pair, CPU per pairing and the knee.
+    #[command(long_about = PAIRING_ABOUT)]
+    Pairing(PairingArgs),
 }
+
+const PAIRING_ABOUT: &str = "\
+Measure how many pairings per second a deployment sustains. The sweep runs one step per offered
+rate (--rates R1,R2,... or a geometric series --from R --to R --steps N), in increasing order.
+A rate is in pairings per second: 2 x R new strangers join per second. In a step, strangers join
+on a fixed schedule for --warmup + --step-duration seconds; each one connects, sends find,
+waits for paired, sends one chat message, waits for its partner's, and closes (so the number of
+open connections stays bounded by rate x lifetime). The step then drains: every stranger still
+open finishes or times out, so steps do not overlap.
+
+Only the last --step-duration seconds of a step are measured (the window; the warm-up lets the
+server reach its steady state). Per step:
+  offered      the scheduled rate (pairings/s)
+  achieved     (strangers that received paired inside the window) / 2 / window seconds
+  time to pair find sent -> paired received (HDR histogram) of the strangers that joined
+               inside the window; a stranger not paired within --pair-timeout is a
+               timeout_pair error and counts with the time it waited, so p99 cannot hide it
+  errors       every error kind of the other scenarios, plus skipped_join (a join fell due
+               while the process already held --max-open connections)
+  CPU          with --server-pid PID[,PID...] (one per node) and --redis-pid PID: CPU seconds
+               (utime + stime of /proc/PID/stat) each used inside the window, and per pairing
+               (CPU seconds / pairings achieved in the window)
+
+A step is SUSTAINED when achieved >= --min-ratio x offered, p99 time to pair <= --p99-limit
+and its errors <= --max-errors (default 0). The KNEE is the highest step such that it and every
+lower step are sustained (none if the first step is not). By default the sweep stops after the
+first step that is not sustained (--keep-going runs every step).
+
+Cluster: with several --url (one per node) and --pair-tags, strangers 2k and 2k+1 join at the
+same instant on different nodes with one interest of their own, so that no stranger can pair on
+its own node: against nodes run with --cluster-hold 0 every pairing goes through the Redis
+cluster queue. Each pair checks that its partner is the intended one (wrong_partner otherwise).
+
+Output: a line per step and a table on stderr, --json FILE (every step, the knee and its
+definition), --plot FILE.svg (achieved vs offered with the ideal diagonal, p50/p99 time to pair
+against --p99-limit, the knee marked). --processes N and --sources N work as for the other
+scenarios (each step's strangers are spread over the processes). Exit code: 0 when every step
+that ran was clean (errors <= --max-errors, no child process lost, nothing aborted), 1
+otherwise, 2 for a usage or setup error.";
 
 #[derive(Args, Debug, Clone, Serialize)]
 pub struct IdleArgs {
@@ -192,6 +243,64 @@ pub struct EchoArgs {
 }
 
 #[derive(Args, Debug, Clone, Serialize)]
+pub struct PairingArgs {
+    /// Offered pairings per second of each step, increasing, comma-separated (2 strangers
+    /// join per pairing). Instead of --from/--to/--steps.
+    #[arg(long, value_delimiter = ',', value_name = "R[,R...]", conflicts_with_all = ["from", "to", "steps"])]
+    pub rates: Vec<f64>,
+    /// First rate (pairings/s) of a geometric series of --steps rates up to --to.
+    #[arg(long, default_value_t = 100.0)]
+    pub from: f64,
+    /// Last rate (pairings/s) of the geometric series.
+    #[arg(long, default_value_t = 3200.0)]
+    pub to: f64,
+    /// Number of rates of the geometric series (--from, --to and rates spaced evenly on a
+    /// log scale between them; 100 to 3200 in 6 steps doubles each time).
+    #[arg(long, default_value_t = 6)]
+    pub steps: usize,
+    /// Seconds measured per step (after the warm-up).
+    #[arg(long, default_value_t = 5.0)]
+    pub step_duration: f64,
+    /// Seconds of joins at the step's rate before its measured window starts.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Seconds a stranger waits for paired before it counts as a timeout_pair error (keep it
+    /// at most the server's --interest-wait with --pair-tags, or a late partner is replaced
+    /// by someone else).
+    #[arg(long, default_value_t = 5.0)]
+    pub pair_timeout: f64,
+    /// Knee: the highest p99 time to pair (seconds) of a sustained step.
+    #[arg(long, default_value_t = 1.0)]
+    pub p99_limit: f64,
+    /// Knee: the lowest achieved/offered ratio of a sustained step.
+    #[arg(long, default_value_t = 0.95)]
+    pub min_ratio: f64,
+    /// Run every step, even after one that is not sustained.
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Connections one process holds at most; a join that falls due beyond it is skipped
+    /// (counted as a skipped_join error). Default: the open-file limit minus a reserve.
+    #[arg(long)]
+    pub max_open: Option<usize>,
+    /// Strangers 2k and 2k+1 join together and find each other by one interest of their
+    /// own, "lt<k>-<step run id>"; with several URLs every pair spans two nodes.
+    #[arg(long)]
+    pub pair_tags: bool,
+    /// PID of the Redis server (on this machine): its CPU per step and per pairing.
+    #[arg(long)]
+    pub redis_pid: Option<u32>,
+    /// Characters of the chat message each stranger sends (at least 50).
+    #[arg(long, default_value_t = 64)]
+    pub message_bytes: usize,
+    #[command(flatten)]
+    pub common: Common,
+    /// Internal: the step a child process runs (set by --processes).
+    #[arg(long, hide = true)]
+    #[serde(skip)]
+    pub step_index: Option<usize>,
+}
+
+#[derive(Args, Debug, Clone, Serialize)]
 pub struct Common {
     /// Server URL (ws:// only). Several nodes: repeat --url or separate with commas; client
     /// i (counted over all threads and processes) connects to URL i mod N. All URLs must name
@@ -229,10 +338,12 @@ pub struct Common {
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
     /// PID of the server (on this machine): report its CPU time and resident memory.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// `pairing` takes one per node (repeat it, or separate with commas).
+    #[arg(long, value_delimiter = ',', value_name = "PID")]
+    pub server_pid: Vec<u32>,
     /// Tolerate up to N errors (exit 0 if nothing was lost); abort the run when exceeded.
-    /// Without it any error makes the exit code non-zero.
+    /// Without it any error makes the exit code non-zero. `pairing`: per step, and a step is
+    /// never aborted (its errors are what it measures).
     #[arg(long)]
     pub max_errors: Option<u64>,
     /// No progress line.

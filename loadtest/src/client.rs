@@ -60,6 +60,8 @@ pub enum Kind {
     Relay,
     Churn,
     Echo,
+    /// One step of the `pairing` sweep: churn joins, one message each way, close.
+    Pairing,
 }
 
 /// What every thread of this process needs to know; built once, shared read-only.
@@ -88,6 +90,12 @@ pub struct Plan {
     /// Churn: chat messages per client.
     pub messages: u32,
     pub timeout_ns: u64,
+    /// Wait for `paired` after `find` (`--pair-timeout` of `pairing`, else `--timeout`).
+    pub pair_timeout_ns: u64,
+    /// Pairing: the measured window starts this long after `go` (the warm-up).
+    pub warmup_ns: u64,
+    /// Pairing: connections one thread holds at most; a join due beyond it is skipped.
+    pub max_open: usize,
     pub max_connecting: usize,
     /// Setup pacing per thread (0 = unpaced).
     pub connect_interval_ns: u64,
@@ -101,6 +109,10 @@ impl Plan {
     }
     fn closed_loop(&self) -> bool {
         self.rate.is_none()
+    }
+    /// Clients join on a schedule after `go` (churn, pairing) instead of during setup.
+    fn joins(&self) -> bool {
+        matches!(self.kind, Kind::Churn | Kind::Pairing)
     }
 }
 
@@ -338,6 +350,10 @@ impl Cx<'_> {
     fn in_window(&self) -> bool {
         self.go != 0 && self.now >= self.go && self.now < self.stop
     }
+    /// Pairing: `t` lies in the measured window [go + warm-up, stop).
+    fn in_measure(&self, t: u64) -> bool {
+        self.go != 0 && t >= self.go.saturating_add(self.plan.warmup_ns) && t < self.stop
+    }
     /// Keep a description of an error of this kind (the first few of each kind).
     fn sample(&mut self, kind: Option<ErrKind>, msg: String) {
         let idx = kind.map_or(ERR_KINDS, |k| k.index());
@@ -468,7 +484,7 @@ impl St {
                         }
                     }
                 }
-                Kind::Idle | Kind::Churn => {}
+                Kind::Idle | Kind::Churn | Kind::Pairing => {}
             }
         }
         if cx.tphase >= ThreadPhase::Drain {
@@ -523,7 +539,7 @@ impl St {
         if cx.plan.chat() {
             self.phase = Phase::Pairing;
             self.t_find = cx.now;
-            self.deadline = cx.now + cx.plan.timeout_ns;
+            self.deadline = cx.now + cx.plan.pair_timeout_ns;
             match &cx.plan.pair_run {
                 Some(run) => {
                     let tag = targets::pair_tag(run, self.gidx);
@@ -711,11 +727,24 @@ impl St {
         }
         cx.counts.paired += 1;
         cx.counts.last_setup_ns = cx.now;
-        cx.hists
-            .pair_wait
-            .record_ns(cx.now.saturating_sub(self.t_find));
+        // A pairing step's histogram holds the strangers that joined inside its window, so
+        // that strangers who joined during an overload and paired later are not left out.
+        if cx.plan.kind != Kind::Pairing || cx.in_measure(self.t0) {
+            cx.hists
+                .pair_wait
+                .record_ns(cx.now.saturating_sub(self.t_find));
+        }
         self.deadline = 0;
         match cx.plan.kind {
+            Kind::Pairing => {
+                if cx.in_measure(cx.now) {
+                    cx.counts.window_paired += 1;
+                }
+                // One message each way proves that the pair works.
+                self.phase = Phase::Active;
+                self.deadline = cx.now + cx.plan.timeout_ns;
+                self.send_msg(cx, cx.now);
+            }
             Kind::Churn => {
                 self.phase = Phase::Active;
                 self.deadline = cx.now + cx.plan.timeout_ns;
@@ -762,6 +791,13 @@ impl St {
                         } else {
                             self.send_end(cx);
                         }
+                    }
+                    (Kind::Pairing, Phase::Active) => {
+                        // Ours went out at `paired`, before this arrived: both ways are
+                        // through (for the partner, once it reads ours). A partner_left that
+                        // overtakes ours would be an error on its side.
+                        cx.counts.sessions += 1;
+                        self.start_close(cx);
                     }
                     _ => {}
                 }
@@ -821,7 +857,10 @@ impl St {
             Kind::Idle => cx.now >= cx.ctl.stop_ns.load(Relaxed),
             Kind::Relay => self.end_recv.is_some(),
             Kind::Churn => self.phase == Phase::AwaitLeft,
-            Kind::Echo => false,
+            // Pairing: the partner closes only after reading our message, and its own message
+            // left before its close, so its partner_left finds us closing (handled above);
+            // one that comes first means its message was lost.
+            Kind::Echo | Kind::Pairing => false,
         };
         if self.phase == Phase::Closing {
             return;
@@ -858,7 +897,16 @@ impl St {
             Phase::Connecting | Phase::Handshake => {
                 self.fail(cx, ErrKind::TimeoutConnect, "no 101 in time")
             }
-            Phase::Pairing => self.fail(cx, ErrKind::TimeoutPair, "not paired in time"),
+            Phase::Pairing => {
+                if cx.plan.kind == Kind::Pairing && cx.in_measure(self.t0) {
+                    // Counted with what it waited (a lower bound), so that timeouts raise
+                    // the step's p99 instead of vanishing from it.
+                    cx.hists
+                        .pair_wait
+                        .record_ns(cx.now.saturating_sub(self.t_find));
+                }
+                self.fail(cx, ErrKind::TimeoutPair, "not paired in time")
+            }
             Phase::Active => self.fail_close(cx, ErrKind::TimeoutChat, "chat not done in time"),
             Phase::Draining => {
                 self.fail_close(cx, ErrKind::TimeoutDrain, "end of stream not seen in time")
@@ -1046,6 +1094,10 @@ pub struct Worker<'a> {
     last_sweep: u64,
     /// Connections still in connect/handshake/pairing at the last sweep.
     unsettled: usize,
+    /// Pairing: the current pair of joins is skipped (`--max-open` reached).
+    skipping: bool,
+    /// Pairing: the most connections held at once.
+    peak_open: usize,
 }
 
 impl<'a> Worker<'a> {
@@ -1068,11 +1120,7 @@ impl<'a> Worker<'a> {
             events: Events::with_capacity(1024),
             timer,
             timer_at: 0,
-            conns: Slab::with_capacity(if plan.kind == Kind::Churn {
-                64
-            } else {
-                to_open
-            }),
+            conns: Slab::with_capacity(if plan.joins() { 64 } else { to_open }),
             rbuf: vec![0; RBUF],
             cx: Cx {
                 plan,
@@ -1091,7 +1139,7 @@ impl<'a> Worker<'a> {
                 rng: Rng::new(seed),
                 connecting: 0,
             },
-            to_open: if plan.kind == Kind::Churn { 0 } else { to_open },
+            to_open: if plan.joins() { 0 } else { to_open },
             opened: 0,
             next_open: 0,
             joins: 0,
@@ -1099,6 +1147,8 @@ impl<'a> Worker<'a> {
             open_loop: OpenLoop::default(),
             last_sweep: 0,
             unsettled: 0,
+            skipping: false,
+            peak_open: 0,
         })
     }
 
@@ -1309,13 +1359,13 @@ impl<'a> Worker<'a> {
                 }
             }
         }
-        if plan.kind == Kind::Churn && self.cx.tphase >= ThreadPhase::Run {
+        if plan.joins() && self.cx.tphase >= ThreadPhase::Run {
             if let Some(due) = self.churn_joins() {
                 next = next.min(due);
             }
         }
         if self.cx.tphase == ThreadPhase::Drain {
-            let joins_done = plan.kind != Kind::Churn || self.joins >= self.per_thread_target();
+            let joins_done = !plan.joins() || self.joins >= self.per_thread_target();
             if self.conns.is_empty() && joins_done {
                 self.cx.tphase = ThreadPhase::Done;
             }
@@ -1392,12 +1442,37 @@ impl<'a> Worker<'a> {
             let j = if pairs { j & !1 } else { j };
             start + (j as f64 * 1e9 / rate) as u64
         };
+        let pairing = self.cx.plan.kind == Kind::Pairing;
         let mut burst = 0;
         while self.joins < target && due(self.joins) <= self.cx.now && burst < MAX_BURST / 16 {
             let n = self.joins;
             self.joins += 1;
-            self.open_one(n);
             burst += 1;
+            if pairing {
+                let at = due(n);
+                if self.cx.in_measure(at) {
+                    self.cx.counts.window_joins += 1;
+                }
+                let lag = self.cx.now.saturating_sub(at);
+                self.cx.counts.max_join_lag_ns = self.cx.counts.max_join_lag_ns.max(lag);
+                // Partners are skipped together, so that no one waits for a partner who
+                // never comes.
+                if !pairs || n.is_multiple_of(2) {
+                    let room = if pairs { 2 } else { 1 };
+                    self.skipping = self.conns.len() + room > self.cx.plan.max_open;
+                }
+                if self.skipping {
+                    self.cx.counts.error(ErrKind::SkippedJoin);
+                    let what = format!(
+                        "skipped_join: {} connections open in this thread (--max-open)",
+                        self.conns.len()
+                    );
+                    self.cx.sample(Some(ErrKind::SkippedJoin), what);
+                    continue;
+                }
+            }
+            self.open_one(n);
+            self.peak_open = self.peak_open.max(self.conns.len());
         }
         (self.joins < target).then(|| due(self.joins))
     }
@@ -1489,6 +1564,7 @@ impl<'a> Worker<'a> {
             self.remove_dead();
             self.flush_dirty();
         }
+        self.cx.counts.peak_open = self.peak_open as u64;
         self.publish();
         self.ctl.finished.fetch_add(1, Relaxed);
         ThreadResult {

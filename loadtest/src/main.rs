@@ -2,15 +2,17 @@
 //!
 //! Layout: `cli` (flags), `client` (the mio client loops and the per-client state machine),
 //! `frames` (pre-encoded frames, stamps, parsing), `stats` (counters, HDR histograms),
-//! `fleet` (threads and child processes), `report` (progress, summary, SVG), `sys` (clock,
-//! rlimit, /proc, getrusage), `targets` (URLs, pair tags). This file turns flags into a plan
-//! and runs the phases.
+//! `fleet` (threads and child processes), `report` (progress, summary, SVG), `sweep` (the
+//! `pairing` sweep's verdicts, knee, summary and plot), `sys` (clock, rlimit, /proc,
+//! getrusage), `targets` (URLs, pair tags). This file turns flags into a plan and runs the
+//! phases (of each step, for `pairing`).
 mod cli;
 mod client;
 mod fleet;
 mod frames;
 mod report;
 mod stats;
+mod sweep;
 mod sys;
 mod targets;
 
@@ -50,10 +52,12 @@ struct Settings {
     params: Value,
     /// The target URLs (`--url`, split), in order.
     urls: Vec<String>,
-    /// `--pair-tags` (idle, relay, churn).
+    /// `--pair-tags` (idle, relay, churn, pairing).
     pair_tags: bool,
     /// Random per run (the parent's, in child processes): the suffix of the pair tags.
     run_id: String,
+    /// `pairing`: the sweep (rates, limits); its steps are runs of `Kind::Pairing`.
+    sweep: Option<sweep::SweepCfg>,
 }
 
 fn even_round(x: f64) -> usize {
@@ -82,6 +86,7 @@ fn settings(cmd: &Cmd) -> Result<Settings, String> {
             urls: Vec::new(),
             pair_tags: false,
             run_id: String::new(),
+            sweep: None,
         },
         Cmd::Relay(a) => Settings {
             kind: Kind::Relay,
@@ -98,6 +103,7 @@ fn settings(cmd: &Cmd) -> Result<Settings, String> {
             urls: Vec::new(),
             pair_tags: false,
             run_id: String::new(),
+            sweep: None,
         },
         Cmd::Churn(a) => Settings {
             kind: Kind::Churn,
@@ -114,6 +120,7 @@ fn settings(cmd: &Cmd) -> Result<Settings, String> {
             urls: Vec::new(),
             pair_tags: false,
             run_id: String::new(),
+            sweep: None,
         },
         Cmd::Echo(a) => Settings {
             kind: Kind::Echo,
@@ -130,14 +137,78 @@ fn settings(cmd: &Cmd) -> Result<Settings, String> {
             urls: Vec::new(),
             pair_tags: false,
             run_id: String::new(),
+            sweep: None,
         },
+        Cmd::Pairing(a) => {
+            let rates = if a.rates.is_empty() {
+                sweep::geometric(a.from, a.to, a.steps)?
+            } else {
+                sweep::check_rates(&a.rates)?;
+                a.rates.clone()
+            };
+            let secs_ok = |v: f64| v.is_finite() && v > 0.0;
+            if !secs_ok(a.step_duration) {
+                return Err("--step-duration must be positive".into());
+            }
+            if !(a.warmup.is_finite() && a.warmup >= 0.0) {
+                return Err("--warmup must be a non-negative number of seconds".into());
+            }
+            if !secs_ok(a.pair_timeout) || !secs_ok(a.p99_limit) {
+                return Err("--pair-timeout and --p99-limit must be positive".into());
+            }
+            if !(a.min_ratio.is_finite() && a.min_ratio > 0.0 && a.min_ratio <= 1.0) {
+                return Err("--min-ratio must be in (0, 1]".into());
+            }
+            if a.max_open.is_some_and(|m| m < 2) {
+                return Err("--max-open must be at least 2".into());
+            }
+            let first = rates.first().copied().unwrap_or(1.0);
+            Settings {
+                kind: Kind::Pairing,
+                connections: 0,
+                duration: a.warmup + a.step_duration,
+                in_flight: 1,
+                rate: None,
+                join_rate: 2.0 * first,
+                messages: 1,
+                message_bytes: a.message_bytes,
+                binary: false,
+                common: a.common.clone(),
+                params,
+                urls: Vec::new(),
+                pair_tags: false,
+                run_id: String::new(),
+                sweep: Some(sweep::SweepCfg {
+                    rates,
+                    warmup: a.warmup,
+                    step_duration: a.step_duration,
+                    pair_timeout: a.pair_timeout,
+                    limits: sweep::Limits {
+                        min_ratio: a.min_ratio,
+                        p99_limit_us: (a.p99_limit * 1e6).round() as u64,
+                        max_errors: a.common.max_errors.unwrap_or(0),
+                    },
+                    keep_going: a.keep_going,
+                    max_open: a.max_open,
+                    redis_pid: a.redis_pid,
+                    step_index: a.step_index,
+                }),
+            }
+        }
     };
     s.pair_tags = match cmd {
         Cmd::Idle(a) => a.pair_tags,
         Cmd::Relay(a) => a.pair_tags,
         Cmd::Churn(a) => a.pair_tags,
+        Cmd::Pairing(a) => a.pair_tags,
         Cmd::Echo(_) => false,
     };
+    if s.kind != Kind::Pairing && s.common.server_pid.len() > 1 {
+        return Err(format!(
+            "--server-pid takes one PID for {} (several only for pairing, one per node)",
+            s.params_name()
+        ));
+    }
     let endpoint = if s.kind == Kind::Echo {
         targets::Endpoint::Echo
     } else {
@@ -193,11 +264,11 @@ fn settings(cmd: &Cmd) -> Result<Settings, String> {
     if matches!(s.kind, Kind::Relay | Kind::Echo) && s.rate.is_none() && s.in_flight == 0 {
         return Err("--in-flight must be at least 1 (or give --rate)".into());
     }
-    if s.kind == Kind::Churn {
+    if matches!(s.kind, Kind::Churn | Kind::Pairing) {
         if !(s.join_rate.is_finite() && s.join_rate > 0.0) {
             return Err("--rate (joins/s) must be positive".into());
         }
-        s.connections = even_round(s.join_rate * s.duration);
+        s.connections = even_round(s.join_rate * s.duration).max(2);
         if s.connections == 0 {
             return Err("--rate × --duration gives no client".into());
         }
@@ -263,32 +334,42 @@ fn build_plan(s: &Settings, index: usize, count: usize) -> Result<Plan, String> 
         _ => Wire::Chat,
     };
     let frames = Frames::new(&endpoints, wire, s.message_bytes, &mut rng);
-    let (per_thread, conn_offset, join_rate_per_thread) = if s.kind == Kind::Churn {
-        // Every thread gets an even number of joins, so the run's total is even.
-        let each = even_round(s.connections as f64 / (count * t) as f64).max(2);
-        let rate = if s.duration > 0.0 {
-            each as f64 / s.duration
+    let (per_thread, conn_offset, join_rate_per_thread) =
+        if matches!(s.kind, Kind::Churn | Kind::Pairing) {
+            // Every thread gets an even number of joins, so the run's total is even.
+            let each = even_round(s.connections as f64 / (count * t) as f64).max(2);
+            let rate = if s.duration > 0.0 {
+                each as f64 / s.duration
+            } else {
+                f64::INFINITY
+            };
+            (vec![each; t], index * t * each, rate)
         } else {
-            f64::INFINITY
+            let pairs = s.pair_tags;
+            let mine = share(s.connections, count, index, pairs);
+            let offset: usize = (0..index)
+                .map(|i| share(s.connections, count, i, pairs))
+                .sum();
+            (
+                (0..t).map(|i| share(mine, t, i, pairs)).collect(),
+                offset,
+                0.0,
+            )
         };
-        (vec![each; t], index * t * each, rate)
-    } else {
-        let pairs = s.pair_tags;
-        let mine = share(s.connections, count, index, pairs);
-        let offset: usize = (0..index)
-            .map(|i| share(s.connections, count, i, pairs))
-            .sum();
-        (
-            (0..t).map(|i| share(mine, t, i, pairs)).collect(),
-            offset,
-            0.0,
-        )
-    };
     let processes = count.max(1) as f64;
     let connect_interval_ns = if s.common.connect_rate > 0.0 {
         (1e9 * t as f64 * processes / s.common.connect_rate) as u64
     } else {
         0
+    };
+    let timeout_ns = (s.common.timeout * 1e9) as u64;
+    let (pair_timeout_ns, warmup_ns, max_open) = match &s.sweep {
+        Some(c) => (
+            (c.pair_timeout * 1e9) as u64,
+            (c.warmup * 1e9) as u64,
+            (max_open_per_process(c)? / t).max(2),
+        ),
+        None => (timeout_ns, 0, usize::MAX),
     };
     Ok(Plan {
         kind: s.kind,
@@ -302,7 +383,10 @@ fn build_plan(s: &Settings, index: usize, count: usize) -> Result<Plan, String> 
         rate: s.rate,
         join_rate_per_thread,
         messages: s.messages,
-        timeout_ns: (s.common.timeout * 1e9) as u64,
+        timeout_ns,
+        pair_timeout_ns,
+        warmup_ns,
+        max_open,
         max_connecting: (s.common.max_connecting / (t * count.max(1))).max(1),
         connect_interval_ns,
         max_message: (s.message_bytes * 2 + 4096).max(1 << 20),
@@ -368,7 +452,7 @@ fn secs(ns: u64) -> f64 {
 fn run_top(s: Settings) -> Result<bool, String> {
     let nofile = sys::raise_nofile().map_err(|e| format!("RLIMIT_NOFILE: {e}"))?;
     let processes = s.common.processes;
-    if s.kind != Kind::Churn {
+    if !matches!(s.kind, Kind::Churn | Kind::Pairing) {
         let per_process = split(s.connections, processes, 0) as u64;
         if per_process + FD_RESERVE > nofile {
             return Err(format!(
@@ -380,7 +464,7 @@ fn run_top(s: Settings) -> Result<bool, String> {
     }
     // Resolve the URLs once here, so that children do not each fail.
     resolve_all(&s)?;
-    let pid = s.common.server_pid;
+    let pid = s.common.server_pid.first().copied();
     let server_start = server_sample(pid);
     let cpu_start = sys::self_cpu();
     let t_start = now_ns();
@@ -557,6 +641,309 @@ fn run_top(s: Settings) -> Result<bool, String> {
     Ok(summary.ok)
 }
 
+/// Connections one process may hold in a pairing step: `--max-open`, at most the open-file
+/// limit minus the reserve.
+fn max_open_per_process(c: &sweep::SweepCfg) -> Result<usize, String> {
+    let nofile = sys::raise_nofile().map_err(|e| format!("RLIMIT_NOFILE: {e}"))?;
+    let fit = nofile.saturating_sub(FD_RESERVE) as usize;
+    match c.max_open {
+        Some(m) if m > fit => Err(format!(
+            "--max-open {m} exceeds the open-file limit {nofile} (minus {FD_RESERVE} kept free)"
+        )),
+        Some(m) => Ok(m),
+        None => Ok(fit),
+    }
+}
+
+/// The settings of step `i` of a sweep: 2 × rate joins/s for warm-up + step seconds, pair tags
+/// suffixed by this step's own run id (so that no stranger of a step can match one of
+/// another).
+fn step_settings(s: &Settings, i: usize, run_id: &str) -> Result<Settings, String> {
+    let c = s.sweep.as_ref().ok_or("not a sweep")?;
+    let rate = *c
+        .rates
+        .get(i)
+        .ok_or_else(|| format!("step {i} of {} steps", c.rates.len()))?;
+    let mut st = s.clone();
+    st.join_rate = 2.0 * rate;
+    st.duration = c.warmup + c.step_duration;
+    st.connections = even_round(st.join_rate * st.duration).max(2);
+    st.run_id = run_id.to_string();
+    Ok(st)
+}
+
+/// Merge what a finished fleet counted; `cpu` are this process's own samples
+/// (start, window start, window end, end).
+fn collect(fleet: Fleet, cpu: [Cpu; 4]) -> Merged {
+    let [start, go, stop, end] = cpu;
+    match fleet {
+        Fleet::Local(l) => {
+            let (counts, hists, samples) = l.join();
+            Merged {
+                counts,
+                hists,
+                samples,
+                cpu_total: end.minus(&start),
+                cpu_window: stop.minus(&go),
+                lost_children: 0,
+            }
+        }
+        Fleet::Kids(k) => {
+            let mut m = k.collect();
+            // The parent's own (small) share.
+            m.cpu_total = m.cpu_total.plus(&end.minus(&start));
+            m.cpu_window = m.cpu_window.plus(&stop.minus(&go));
+            m
+        }
+    }
+}
+
+/// `loadtest pairing`: run the steps in order, judge each, find the knee, report.
+fn run_pairing(s: Settings) -> Result<bool, String> {
+    let c = s.sweep.clone().ok_or("not a sweep")?;
+    sys::raise_nofile().map_err(|e| format!("RLIMIT_NOFILE: {e}"))?;
+    max_open_per_process(&c)?;
+    resolve_all(&s)?;
+    for pid in s.common.server_pid.iter().chain(c.redis_pid.iter()) {
+        sys::read_proc(*pid).map_err(|e| format!("cannot read /proc/{pid}: {e}"))?;
+    }
+    let t_start = now_ns();
+    let mut rng = Rng::new(t_start ^ u64::from(std::process::id()).rotate_left(24));
+    let mut steps: Vec<sweep::StepRecord> = Vec::new();
+    for (i, &rate) in c.rates.iter().enumerate() {
+        let run_id = targets::run_id(rng.next_u64());
+        let st = step_settings(&s, i, &run_id)?;
+        if !s.common.quiet {
+            eprintln!(
+                "step {}/{}: offering {rate} pairings/s ({} strangers/s) for {} s + {} s warm-up",
+                i + 1,
+                c.rates.len(),
+                2.0 * rate,
+                c.step_duration,
+                c.warmup
+            );
+        }
+        let mut rec = run_step(&st, &c, i, rate)?;
+        rec.judge(&c.limits);
+        eprintln!("{}", sweep::step_line(&rec, c.rates.len()));
+        let stop = !rec.sustained && !c.keep_going;
+        steps.push(rec);
+        if stop {
+            break;
+        }
+    }
+    let knee = sweep::knee(&steps);
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let summary = sweep::SweepSummary {
+        scenario: "pairing",
+        ok: !steps.is_empty() && steps.iter().all(|r| r.clean),
+        url: s.urls.join(","),
+        urls: s.urls.clone(),
+        pair_tags: s.pair_tags,
+        params: s.params.clone(),
+        processes: s.common.processes,
+        threads_per_process: threads(&s.common),
+        sources: sources(&s.common),
+        date_utc: report::utc(unix),
+        limits: c.limits,
+        knee_definition: sweep::knee_definition(&c.limits),
+        knee: knee.and_then(|k| steps.get(k)).map(sweep::Knee::of),
+        not_run: c.rates.iter().skip(steps.len()).copied().collect(),
+        total_s: secs(now_ns().saturating_sub(t_start)),
+        steps,
+    };
+    eprint!("{}", sweep::human(&summary));
+    if let Some(path) = &s.common.json {
+        let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
+        if path.as_os_str() == "-" {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{text}");
+        } else {
+            std::fs::write(path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    if let Some(path) = &s.common.plot {
+        let title = format!(
+            "roulette pairing capacity — {} node{}{}, {} s steps",
+            s.urls.len(),
+            if s.urls.len() == 1 { "" } else { "s" },
+            if s.pair_tags {
+                ", every pair by its own tag"
+            } else {
+                ""
+            },
+            c.step_duration
+        );
+        let svg = sweep::sweep_svg(&title, &summary.steps, knee, c.limits.p99_limit_us);
+        std::fs::write(path, svg).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(summary.ok)
+}
+
+/// CPU of each process of `pids` now (None where /proc cannot be read).
+fn cpu_of(pids: &[u32]) -> Vec<Option<Cpu>> {
+    pids.iter()
+        .map(|&p| sys::read_proc(p).ok().map(|s| s.cpu))
+        .collect()
+}
+
+/// One step of the sweep: start the fleet, give the common start, sample CPU at the edges of
+/// the measured window, wait for every stranger to finish, and turn the counts into a record.
+fn run_step(
+    st: &Settings,
+    c: &sweep::SweepCfg,
+    index: usize,
+    rate: f64,
+) -> Result<sweep::StepRecord, String> {
+    let processes = st.common.processes;
+    let cpu_start = sys::self_cpu();
+    let mut fleet = if processes > 1 {
+        let extra = [
+            "--run-id".to_string(),
+            st.run_id.clone(),
+            "--step-index".to_string(),
+            index.to_string(),
+        ];
+        Fleet::Kids(Children::spawn(processes, &extra).map_err(|e| format!("spawn children: {e}"))?)
+    } else {
+        let plan = build_plan(st, 0, 1)?;
+        Fleet::Local(Local::start(Arc::new(plan)).map_err(|e| format!("threads: {e}"))?)
+    };
+    let mut rep = report::Reporter::new(st.connections, true, st.common.quiet);
+    while !fleet.ready() && !fleet.finished() {
+        std::thread::sleep(TICK);
+        rep.tick("setup", &fleet.progress());
+    }
+    let go = now_ns() + 100_000_000;
+    let measure = go + (c.warmup * 1e9) as u64;
+    let stop = measure + (c.step_duration * 1e9) as u64;
+    fleet.go(go, stop);
+    // Server(s) first, then Redis: one list, split again below.
+    let mut pids = st.common.server_pid.clone();
+    pids.extend(c.redis_pid);
+    let (mut at_measure, mut at_stop) = (None, None);
+    let hard_deadline =
+        stop + ((c.pair_timeout + 3.0 * st.common.timeout) * 1e9) as u64 + 10_000_000_000;
+    let mut aborted = false;
+    while !fleet.finished() {
+        let now = now_ns();
+        // Wake on the window's edges rather than up to a tick after them.
+        let next = [measure, stop]
+            .into_iter()
+            .filter(|&t| t > now)
+            .min()
+            .map_or(TICK, |t| Duration::from_nanos(t - now).min(TICK));
+        std::thread::sleep(next);
+        let now = now_ns();
+        if now >= measure && at_measure.is_none() {
+            at_measure = Some((sys::self_cpu(), cpu_of(&pids)));
+        }
+        if now >= stop && at_stop.is_none() {
+            at_stop = Some((sys::self_cpu(), cpu_of(&pids)));
+        }
+        let phase = if now < measure {
+            "warmup"
+        } else if now < stop {
+            "run"
+        } else {
+            "drain"
+        };
+        rep.tick(phase, &fleet.progress());
+        if now > hard_deadline && !aborted {
+            aborted = true;
+            eprintln!("loadtest: step {} did not end in time, aborting", index + 1);
+            fleet.abort();
+        }
+    }
+    rep.finish();
+    let cpu_end = sys::self_cpu();
+    let end_sample = || (cpu_end, cpu_of(&pids));
+    let (cpu_a, procs_a) = at_measure.unwrap_or_else(end_sample);
+    let (cpu_b, procs_b) = at_stop.unwrap_or_else(end_sample);
+    let merged = collect(fleet, [cpu_start, cpu_a, cpu_b, cpu_end]);
+    let window_s = c.step_duration;
+    let m = &merged;
+    let cnt = &m.counts;
+    let achieved_pairings = cnt.window_paired as f64 / 2.0;
+    let per_pairing = |cpu: f64| (achieved_pairings > 0.0).then(|| cpu * 1e6 / achieved_pairings);
+    let used: Vec<Option<Cpu>> = procs_a
+        .iter()
+        .zip(procs_b.iter())
+        .map(|(a, b)| match (a, b) {
+            (Some(a), Some(b)) => Some(b.minus(a)),
+            _ => None,
+        })
+        .collect();
+    let pid_cpu = |pid: u32, cpu: Option<Cpu>| sweep::PidCpu {
+        pid,
+        cpu,
+        per_pairing_us: cpu.and_then(|c| per_pairing(c.total())),
+    };
+    let n_servers = st.common.server_pid.len();
+    let servers: Vec<sweep::PidCpu> = st
+        .common
+        .server_pid
+        .iter()
+        .zip(used.iter())
+        .map(|(&p, &u)| pid_cpu(p, u))
+        .collect();
+    let server_total_s =
+        (!servers.is_empty() && servers.iter().all(|x| x.cpu.is_some())).then(|| {
+            servers
+                .iter()
+                .filter_map(|x| x.cpu)
+                .map(|c| c.total())
+                .sum::<f64>()
+        });
+    let redis = c
+        .redis_pid
+        .map(|p| pid_cpu(p, used.get(n_servers).copied().flatten()));
+    let tags = st.pair_tags;
+    Ok(sweep::StepRecord {
+        index,
+        offered_per_s: rate,
+        offered_scheduled_per_s: cnt.window_joins as f64 / 2.0 / window_s,
+        achieved_per_s: achieved_pairings / window_s,
+        ratio: achieved_pairings / window_s / rate,
+        warmup_s: c.warmup,
+        window_s,
+        strangers: sweep::Strangers {
+            joined: cnt.opened,
+            joined_in_window: cnt.window_joins,
+            paired: cnt.paired,
+            proved: cnt.sessions,
+            failed: cnt.failed,
+            closed_clean: cnt.closed_clean,
+            peak_open: cnt.peak_open,
+            max_join_lag_ms: cnt.max_join_lag_ns as f64 / 1e6,
+        },
+        pairs: tags.then_some(cnt.pairs),
+        pairs_cross_url: tags.then_some(cnt.pairs_cross_url),
+        time_to_pair: m.hists.pair_wait.summary(),
+        connect_latency: m.hists.connect.summary(),
+        message_latency: m.hists.latency.summary(),
+        errors_total: cnt.errors_total(),
+        errors: cnt.errors_map(),
+        error_samples: m.samples.clone(),
+        cpu: sweep::StepCpu {
+            server_per_pairing_us: server_total_s.and_then(per_pairing),
+            server_total_s,
+            servers,
+            redis,
+            loadtest: m.cpu_window,
+            loadtest_per_pairing_us: per_pairing(m.cpu_window.total()),
+        },
+        lost_children: m.lost_children,
+        aborted,
+        clean: false,
+        sustained: false,
+        why_not: Vec::new(),
+    })
+}
+
 impl Settings {
     fn params_name(&self) -> &'static str {
         match self.kind {
@@ -564,6 +951,7 @@ impl Settings {
             Kind::Relay => "relay",
             Kind::Churn => "churn",
             Kind::Echo => "echo",
+            Kind::Pairing => "pairing",
         }
     }
 }
@@ -732,6 +1120,8 @@ fn run_child(s: Settings, index: usize, count: usize) -> Result<bool, String> {
     let mut said_ready = false;
     let mut last_progress = 0u64;
     let (mut cpu_go, mut cpu_stop) = (None, None);
+    // The CPU window: [go, stop), or for a pairing step its measured part after the warm-up.
+    let warmup_ns = s.sweep.as_ref().map_or(0, |c| (c.warmup * 1e9) as u64);
     while !local.finished() {
         std::thread::sleep(TICK);
         let now = now_ns();
@@ -741,6 +1131,7 @@ fn run_child(s: Settings, index: usize, count: usize) -> Result<bool, String> {
             let _ = out.flush();
         }
         let go = local.ctl.go_ns.load(std::sync::atomic::Ordering::Relaxed);
+        let go = if go == 0 { 0 } else { go + warmup_ns };
         let stop = local.ctl.stop_ns.load(std::sync::atomic::Ordering::Relaxed);
         if go != 0 && now >= go && cpu_go.is_none() {
             cpu_go = Some(sys::self_cpu());
@@ -781,8 +1172,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = match (s.common.child_index, s.common.child_count) {
-        (Some(i), Some(n)) => run_child(s, i, n),
+    let result = match (s.common.child_index, s.common.child_count, &s.sweep) {
+        (Some(i), Some(n), Some(c)) => {
+            let step = c.step_index.unwrap_or(0);
+            let id = s.run_id.clone();
+            step_settings(&s, step, &id).and_then(|st| run_child(st, i, n))
+        }
+        (Some(i), Some(n), None) => run_child(s, i, n),
+        (_, _, Some(_)) => run_pairing(s),
         _ => run_top(s),
     };
     match result {
@@ -913,6 +1310,74 @@ mod tests {
             (0..3).map(|i| share(10, 3, i, true)).collect::<Vec<_>>(),
             [4, 4, 2]
         );
+    }
+
+    #[test]
+    fn pairing_sweep_settings() {
+        let s = parse(&["loadtest", "pairing"]).expect("defaults");
+        let c = s.sweep.clone().expect("a sweep");
+        assert_eq!(c.rates, [100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0]);
+        assert_eq!(s.kind, Kind::Pairing);
+        assert_eq!(c.limits.p99_limit_us, 1_000_000);
+        assert_eq!(c.limits.min_ratio, 0.95);
+        let s = parse(&[
+            "loadtest",
+            "pairing",
+            "--rates",
+            "50,150",
+            "--warmup",
+            "0.5",
+            "--step-duration",
+            "2",
+            "--server-pid",
+            "11,12",
+            "--server-pid",
+            "13",
+            "--redis-pid",
+            "14",
+            "--pair-tags",
+            "--p99-limit",
+            "0.25",
+        ])
+        .expect("valid");
+        let c = s.sweep.clone().expect("a sweep");
+        assert_eq!(c.rates, [50.0, 150.0]);
+        assert_eq!(s.common.server_pid, [11, 12, 13]);
+        assert_eq!(c.redis_pid, Some(14));
+        assert_eq!(c.limits.p99_limit_us, 250_000);
+        assert!(s.pair_tags);
+        // Step 1: 2 x 150 strangers/s for 2.5 s, its own tag suffix.
+        let st = step_settings(&s, 1, "feedf00d").expect("step 1");
+        assert_eq!(st.join_rate, 300.0);
+        assert_eq!(st.connections, 750);
+        assert_eq!(st.run_id, "feedf00d");
+        assert!(step_settings(&s, 2, "x").is_err(), "no third step");
+        let plan = build_plan(&st, 0, 1).expect("plan");
+        assert_eq!(plan.kind, Kind::Pairing);
+        assert_eq!(plan.warmup_ns, 500_000_000);
+        assert_eq!(plan.pair_timeout_ns, 5_000_000_000);
+        assert_eq!(plan.pair_run.as_deref(), Some("feedf00d"));
+        assert!(plan.max_open >= 2 && plan.max_open < usize::MAX);
+        assert!(plan.per_thread.iter().all(|n| n % 2 == 0));
+        // Usage errors.
+        for bad in [
+            &["loadtest", "pairing", "--rates", "200,100"][..],
+            &["loadtest", "pairing", "--rates", "100", "--from", "10"],
+            &["loadtest", "pairing", "--from", "100", "--to", "50"],
+            &["loadtest", "pairing", "--min-ratio", "1.5"],
+            &["loadtest", "pairing", "--step-duration", "0"],
+            &["loadtest", "pairing", "--max-open", "1"],
+            &["loadtest", "pairing", "--max-open", "100000000"],
+            &["loadtest", "relay", "--server-pid", "1,2"],
+        ] {
+            let r = parse(bad).and_then(|s| match &s.sweep {
+                Some(c) => max_open_per_process(c).map(|_| s),
+                None => Ok(s),
+            });
+            assert!(r.is_err(), "{bad:?} accepted");
+        }
+        let s = parse(&["loadtest", "relay", "--server-pid", "7"]).expect("one pid");
+        assert_eq!(s.common.server_pid, [7]);
     }
 
     /// The global client indices of a plan: each process's offset plus its threads' shares.

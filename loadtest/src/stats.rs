@@ -133,9 +133,12 @@ pub enum ErrKind {
     /// `--pair-tags`: paired without the pair's tag as the one common interest, i.e. not with
     /// the intended partner.
     WrongPartner,
+    /// `pairing`: a join fell due while the process already held `--max-open` connections
+    /// (the server did not pair or close them as fast as strangers came).
+    SkippedJoin,
 }
 
-pub const ERR_KINDS: usize = 13;
+pub const ERR_KINDS: usize = 14;
 
 impl ErrKind {
     pub const ALL: [ErrKind; ERR_KINDS] = [
@@ -152,6 +155,7 @@ impl ErrKind {
         ErrKind::TimeoutPartnerLeft,
         ErrKind::TimeoutClose,
         ErrKind::WrongPartner,
+        ErrKind::SkippedJoin,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -168,6 +172,7 @@ impl ErrKind {
             ErrKind::TimeoutPartnerLeft => "timeout_partner_left",
             ErrKind::TimeoutClose => "timeout_close",
             ErrKind::WrongPartner => "wrong_partner",
+            ErrKind::SkippedJoin => "skipped_join",
         }
     }
     pub fn index(self) -> usize {
@@ -212,6 +217,16 @@ pub struct Counts {
     pub pairs_cross_url: u64,
     /// Error counts by kind (`ErrKind::ALL` order).
     pub errors: [u64; ERR_KINDS],
+    /// `pairing`: joins scheduled inside the measured window (made or skipped), and
+    /// `paired` received inside it.
+    pub window_joins: u64,
+    pub window_paired: u64,
+    /// `pairing`: the latest a join was made after its scheduled instant (the generator
+    /// falling behind), in ns.
+    pub max_join_lag_ns: u64,
+    /// `pairing`: the most connections a thread held at once, summed over threads (an upper
+    /// bound of the run's peak).
+    pub peak_open: u64,
     /// Time of the first connect and of the last completed setup step (CLOCK_MONOTONIC ns).
     pub first_connect_ns: u64,
     pub last_setup_ns: u64,
@@ -260,6 +275,10 @@ impl Counts {
         for (a, b) in self.errors.iter_mut().zip(o.errors.iter()) {
             *a += b;
         }
+        self.window_joins += o.window_joins;
+        self.window_paired += o.window_paired;
+        self.max_join_lag_ns = self.max_join_lag_ns.max(o.max_join_lag_ns);
+        self.peak_open += o.peak_open;
         self.first_connect_ns = match (self.first_connect_ns, o.first_connect_ns) {
             (0, b) => b,
             (a, 0) => a,
@@ -352,7 +371,11 @@ mod tests {
         b.connected_per_url = vec![2, 5];
         b.pairs = 4;
         b.pairs_cross_url = 3;
+        a.max_join_lag_ns = 7;
+        b.max_join_lag_ns = 5;
+        b.window_paired = 9;
         a.add(&b);
+        assert_eq!((a.max_join_lag_ns, a.window_paired), (7, 9));
         assert_eq!(a.connected_per_url, [3, 5]);
         assert_eq!((a.pairs, a.pairs_cross_url), (4, 3));
         assert_eq!(a.errors_total(), 3);

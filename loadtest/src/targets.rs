@@ -4,7 +4,7 @@
 //! of a cluster. Client `i` (its index over the whole run, across threads and child
 //! processes) connects to URL `i mod N`.
 //!
-//! With `--pair-tags` (idle, relay, churn), clients `2k` and `2k+1` form pair `k`: both send
+//! With `--pair-tags` (idle, relay, churn, pairing), clients `2k` and `2k+1` form pair `k`: both send
 //! `find` with the single interest `lt<k>-<run>`, where `<run>` is random per run (shared by
 //! every child process), so the server pairs exactly those two (a shared interest comes before
 //! any stranger). With two URLs every pair then has one client on each URL.
@@ -13,7 +13,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 /// Which WebSocket endpoint a URL path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
-    /// `/ws`: the chat protocol (idle, relay, churn).
+    /// `/ws`: the chat protocol (idle, relay, churn, pairing).
     Chat,
     /// `/echo` (server started with `--enable-echo`).
     Echo,
