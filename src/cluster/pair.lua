@@ -27,40 +27,39 @@ local function alive(n)
   return live[n]
 end
 
--- The longest-waiting acceptable entry of one index: never this user or the one it avoids;
--- entries of dead nodes are purged on the way.
+-- The longest-waiting acceptable entry of one index, with its hash (node, ticket, tags), read
+-- once: never this user or the one it avoids; entries of dead nodes are purged on the way.
 local function first(key)
   local i = 0
   while true do
     local r = redis.call('ZRANGE', key, i, i, 'WITHSCORES')
     if #r == 0 then return nil end
     local e, s = r[1], tonumber(r[2])
-    local n = redis.call('HGET', 'rl:e:' .. e, 'node')
-    if not n then
+    local h = redis.call('HMGET', 'rl:e:' .. e, 'node', 'ticket', 'tags')
+    if not h[1] then
       redis.call('ZREM', key, e)
-    elseif not alive(n) then
-      drop_entry(e)
+    elseif not alive(h[1]) then
+      drop_known(e, h[3], h[1])
     elseif e == uid or e == avoid then
       i = i + 1
     else
-      return e, s
+      return e, s, h
     end
   end
 end
 
-local best, bests = nil, nil
+local best, bests, besth = nil, nil, nil
 for _, t in ipairs(tags) do
-  local e, s = first('rl:t:' .. t)
-  if e and (bests == nil or s < bests) then best, bests = e, s end
+  local e, s, h = first('rl:t:' .. t)
+  if e and (bests == nil or s < bests) then best, bests, besth = e, s, h end
 end
-if best == nil and open then best = first('rl:open') end
+if best == nil and open then best, bests, besth = first('rl:open') end
 
 if best then
-  local h = redis.call('HMGET', 'rl:e:' .. best, 'ticket', 'tags')
   local mine = {}
   for _, t in ipairs(tags) do mine[t] = true end
   local common = {}
-  for _, t in ipairs(cjson.decode(h[2])) do
+  for _, t in ipairs(cjson.decode(besth[3])) do
     if mine[t] then common[#common + 1] = t end
   end
   -- Byte order, as the Rust matchmaker sorts: Lua's `<` on strings is strcoll, and Redis sets
@@ -72,14 +71,15 @@ if best then
     end
     return #x < #y
   end)
-  drop_entry(best)
-  -- Both now pair with someone else: any "don't re-pair" relation of either ends.
-  end_avoid(uid)
+  drop_known(best, besth[3], besth[1])
+  -- Both now pair with someone else: any "don't re-pair" relation of either ends (this
+  -- user's was read above).
+  end_avoid(uid, avoid or false)
   end_avoid(best)
   local epoch = redis.call('INCR', 'rl:epoch')
   local cj = '[]'
   if #common > 0 then cj = cjson.encode(common) end
-  return {'paired', best, h[1], tostring(epoch), cj}
+  return {'paired', best, besth[2], tostring(epoch), cj}
 end
 
 local seq = keepseq or redis.call('INCR', 'rl:seq')
