@@ -37,6 +37,14 @@ pub fn set_send_buffer(fd: RawFd, bytes: u32) -> io::Result<()> {
     )
 }
 
+/// Listen again on a listening socket: Linux then only changes its backlog.
+pub fn set_listen_backlog(fd: RawFd, backlog: libc::c_int) -> io::Result<()> {
+    // SAFETY: listen takes no pointer; a bad descriptor is an error return.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::listen(fd, backlog) };
+    check(r)
+}
+
 /// Make the next close reset the connection (SO_LINGER on, 0 s): the kernel frees the
 /// socket's buffers at once instead of keeping unsent data for a peer that does not read.
 pub fn set_linger_zero(fd: RawFd) -> io::Result<()> {
