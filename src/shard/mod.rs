@@ -45,6 +45,8 @@ pub const WAKER_TOKEN: Token = Token(usize::MAX - 1);
 const READ_BUF_BYTES: usize = 64 * 1024;
 /// Full reads per connection per turn before it waits its turn again (fairness).
 const READ_BUDGET: usize = 4;
+/// Relay frames between pairs of this shard delivered mid-turn once this many are waiting.
+const LOCAL_FLUSH_BYTES: usize = 1 << 20;
 /// The timer sweep runs every tenth of the shortest configured timeout, within these bounds:
 /// a deadline passes at most a tenth (and at most a second) late, and a sweep, which looks at
 /// every connection, runs once a second with the default timeouts.
@@ -226,6 +228,7 @@ impl Shard {
                 }
                 if ev.is_readable() || hup {
                     self.on_readable(slot);
+                    self.settle_if_large();
                 }
             }
             if woken {
@@ -234,6 +237,7 @@ impl Shard {
             self.drain_inbox();
             for slot in std::mem::take(&mut self.ready_again) {
                 self.on_readable(slot);
+                self.settle_if_large();
             }
             self.drain_inbox();
             // Other threads first, sockets second: a client that reads `waiting` knows its
@@ -392,6 +396,16 @@ impl Shard {
                 }
             }
             self.delivering.clear();
+        }
+    }
+
+    /// A turn may read up to a thousand sockets, each up to its read budget: under a flood
+    /// between pairs of this shard the local queue would grow to hundreds of MiB before the
+    /// turn's settle. Delivering it once it is about 1 MiB bounds it (the recipients' own
+    /// outbound caps then bound the rest).
+    fn settle_if_large(&mut self) {
+        if self.core.local.bytes() >= LOCAL_FLUSH_BYTES {
+            self.settle();
         }
     }
 
