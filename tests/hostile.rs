@@ -463,7 +463,9 @@ impl Flood {
     /// Messages of [`BIG_CHARS`] each partner sends at most.
     fn messages(self) -> usize {
         match self {
-            Flood::UnderCap => 8,  // 480 kB, under the 1 MiB outbound cap
+            // 240 kB: under the 1 MiB outbound cap, and 1,000 of them (what the kernel does
+            // not take) under the default output budget of 256 MiB.
+            Flood::UnderCap => 4,
             Flood::OverCap => 64, // 3.8 MB
         }
     }
@@ -628,6 +630,7 @@ fn run_wave(server: &Server, net: u8, wave_no: usize, flood: Flood) -> WaveFigur
     });
     let stalls0 = metric_sum(server, "roulette_write_stalls_total");
     let caps0 = metric_sum(server, "roulette_slow_consumer_closes_total");
+    let budget0 = metric_sum(server, "roulette_output_budget_closes_total");
     // Every connection idle (nothing queued anywhere): the level the memory must return to.
     std::thread::sleep(Duration::from_millis(500));
     let (kmem_before, nsock) = server_kernel_memory(port);
@@ -651,8 +654,14 @@ fn run_wave(server: &Server, net: u8, wave_no: usize, flood: Flood) -> WaveFigur
         },
     );
     let stalls = metric_sum(server, "roulette_write_stalls_total") - stalls0;
-    let caps = metric_sum(server, "roulette_slow_consumer_closes_total") - caps0;
-    eprintln!("{flood:?} wave {wave_no}: write-stall drops {stalls}, outbound-cap drops {caps}");
+    // Closes by the global output budget count as slow consumers too.
+    let budget = metric_sum(server, "roulette_output_budget_closes_total") - budget0;
+    let caps = metric_sum(server, "roulette_slow_consumer_closes_total") - caps0 - budget;
+    eprintln!(
+        "{flood:?} wave {wave_no}: write-stall drops {stalls}, outbound-cap drops {caps}, \
+         output-budget drops {budget}"
+    );
+    assert_eq!(budget, 0.0, "the output budget is not what this case tests");
     match flood {
         Flood::UnderCap => assert!(
             stalls >= ATTACKERS as f64 && caps == 0.0,
@@ -770,7 +779,7 @@ fn never_reading_clients(flood: Flood, net: u8, args: &[&str]) {
 }
 
 #[test]
-#[ignore = "heavy: 2,000 connections and 0.5 GB through the server per wave"]
+#[ignore = "heavy: 2,000 connections and 240 MB through the server per wave"]
 fn clients_that_never_read_are_dropped_by_the_write_stall_timeout() {
     never_reading_clients(Flood::UnderCap, 11, &["--write-stall-timeout", "3"]);
 }
@@ -779,7 +788,19 @@ fn clients_that_never_read_are_dropped_by_the_write_stall_timeout() {
 #[ignore = "heavy: 2,000 connections and over 1 GB through the server per wave"]
 fn clients_that_never_read_are_dropped_by_the_outbound_cap() {
     // The stall timeout far away, so that only the cap can drop them.
-    never_reading_clients(Flood::OverCap, 12, &["--write-stall-timeout", "600"]);
+    // The stall timeout far away and the global output budget (256 MiB by default, which
+    // 1,000 such clients would reach first) above 1,000 full caps, so that only the cap can
+    // drop them.
+    never_reading_clients(
+        Flood::OverCap,
+        12,
+        &[
+            "--write-stall-timeout",
+            "600",
+            "--output-budget-bytes",
+            "2147483648",
+        ],
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

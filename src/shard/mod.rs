@@ -45,6 +45,9 @@ pub const WAKER_TOKEN: Token = Token(usize::MAX - 1);
 const READ_BUF_BYTES: usize = 64 * 1024;
 /// Full reads per connection per turn before it waits its turn again (fairness).
 const READ_BUDGET: usize = 4;
+/// How often shard 0 may give free heap back to the system, and the least free heap worth it.
+const TRIM_EVERY_MS: u32 = 1000;
+const TRIM_MIN_FREE: usize = 4 << 20;
 /// Relay frames between pairs of this shard delivered mid-turn once this many are waiting.
 const LOCAL_FLUSH_BYTES: usize = 1 << 20;
 /// The timer sweep runs every tenth of the shortest configured timeout, within these bounds:
@@ -117,6 +120,8 @@ pub struct Shard {
     sweeps: u32,
     /// Connections watched for a write stall.
     stalls: HashMap<usize, Stall>,
+    /// When shard 0 last looked for free heap to give back.
+    last_trim: u32,
 }
 
 impl Shard {
@@ -162,6 +167,7 @@ impl Shard {
             last_sweep: 0,
             sweeps: 0,
             stalls: HashMap::new(),
+            last_trim: 0,
         }
     }
 
@@ -703,6 +709,12 @@ impl Shard {
 
     fn sweep(&mut self) {
         self.sweeps = self.sweeps.wrapping_add(1);
+        // One shard is enough (the trim covers every thread's arena), and at most once a
+        // second, as it locks each arena while it walks it.
+        if self.core.id == 0 && self.elapsed(self.last_trim) >= TRIM_EVERY_MS {
+            self.last_trim = self.core.now;
+            crate::sys::trim_heap(TRIM_MIN_FREE);
+        }
         // Each connection with unsent output is checked for a stall every quarter of the
         // stall time (one system call each), spread over the sweeps by slot.
         let every = (self.core.limits.stall_ms / 4 / self.core.limits.sweep_ms).max(1) as usize;
