@@ -115,10 +115,15 @@ fn wait_metric_sum_at_least(s: &Server, name: &str, want: f64, within: Duration)
 /// connection, orphans and the listener included), from `ss -tmna`: per socket the
 /// `skmem` fields r (receive queue), t (send memory in flight), w (send queue), f (forward
 /// allocation), o (options) and bl (backlog), in bytes, summed. Parsed here so that no
-/// other tool is needed. Returns (bytes, sockets).
-fn server_kernel_memory(port: u16) -> (u64, usize) {
+/// other tool is needed. With `peers` (say `127.11.0.0/16`), only the connections from
+/// there. Returns (bytes, sockets).
+fn server_kernel_memory(port: u16, peers: Option<&str>) -> (u64, usize) {
+    let filter = match peers {
+        Some(net) => format!("( sport = :{port} and dst {net} )"),
+        None => format!("( sport = :{port} )"),
+    };
     let out = std::process::Command::new("ss")
-        .args(["-tmnaH", "state", "all", &format!("( sport = :{port} )")])
+        .args(["-tmnaH", "state", "all", &filter])
         .output()
         .expect("run ss (iproute2)");
     assert!(out.status.success(), "ss failed: {out:?}");
@@ -152,7 +157,10 @@ fn listen_backlog(port: u16) -> u32 {
         .output()
         .expect("run ss (iproute2)");
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().next().expect("the listening socket in ss -ltn");
+    let line = text
+        .lines()
+        .next()
+        .expect("the listening socket in ss -ltn");
     line.split_whitespace()
         .nth(2)
         .and_then(|v| v.parse().ok())
@@ -163,24 +171,31 @@ fn rss_kib(s: &Server) -> u64 {
     proc_status_kib(s.pid(), "VmRSS")
 }
 
-/// Samples the server's socket memory and RSS every 200 ms until stopped; keeps the peaks.
+/// Samples the server's socket memory (all of it, and that of the attackers' connections
+/// from `attackers`) and its RSS every 200 ms until stopped; keeps the peaks.
 struct Sampler {
     stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<(u64, u64)>>,
+    handle: Option<JoinHandle<(u64, u64, u64)>>,
 }
 
 impl Sampler {
-    fn start(port: u16, pid: i32) -> Sampler {
+    fn start(port: u16, pid: i32, attackers: String) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let handle = std::thread::spawn(move || {
-            let (mut kmem, mut rss) = (0u64, 0u64);
+            let (mut kmem, mut kmem_att, mut rss) = (0u64, 0u64, 0u64);
             while !stop2.load(Ordering::SeqCst) {
-                kmem = kmem.max(server_kernel_memory(port).0);
-                rss = rss.max(proc_status_kib(pid, "VmRSS"));
+                kmem = kmem.max(server_kernel_memory(port, None).0);
+                kmem_att = kmem_att.max(server_kernel_memory(port, Some(&attackers)).0);
+                // The server may be gone when a failed test unwinds.
+                if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                    if status.contains("VmRSS") {
+                        rss = rss.max(proc_status_kib(pid, "VmRSS"));
+                    }
+                }
                 std::thread::sleep(Duration::from_millis(200));
             }
-            (kmem, rss)
+            (kmem, kmem_att, rss)
         });
         Sampler {
             stop,
@@ -188,8 +203,8 @@ impl Sampler {
         }
     }
 
-    /// (peak socket memory in bytes, peak RSS in KiB).
-    fn finish(mut self) -> (u64, u64) {
+    /// (peak socket memory, that of the attackers' connections, in bytes; peak RSS in KiB).
+    fn finish(mut self) -> (u64, u64, u64) {
         self.stop.store(true, Ordering::SeqCst);
         self.handle
             .take()
@@ -413,7 +428,10 @@ impl Raw {
                 OP_PING | OP_PONG => {}
                 OP_TEXT => {
                     return serde_json::from_slice(&f.payload).unwrap_or_else(|e| {
-                        panic!("invalid JSON {:?}: {e}", String::from_utf8_lossy(&f.payload))
+                        panic!(
+                            "invalid JSON {:?}: {e}",
+                            String::from_utf8_lossy(&f.payload)
+                        )
                     })
                 }
                 _ => panic!("expected a text message, got {f:?}"),
@@ -436,10 +454,7 @@ impl Raw {
 /// A chat line of `chars` x's in one client frame, masked with the zero key (the server
 /// unmasks it all the same; the test need not mask megabytes).
 fn big_message_frame(chars: usize) -> Vec<u8> {
-    let text = format!(
-        r#"{{"type":"message","text":"{}"}}"#,
-        "x".repeat(chars)
-    );
+    let text = format!(r#"{{"type":"message","text":"{}"}}"#, "x".repeat(chars));
     encode_frame(true, 0, OP_TEXT, text.as_bytes(), Some([0; 4]))
 }
 
@@ -498,9 +513,10 @@ fn wave_worker(
 ) {
     let mut pairs: Vec<(Raw, Raw, usize, bool)> = Vec::with_capacity(count);
     for k in first..first + count {
-        // 20 sockets per address: well under the per-address limits.
-        let mut att = Raw::chat(host(net, 2 * k / 20), dst, Some(4096));
-        let mut par = Raw::chat(host(net, (2 * k + 1) / 20), dst, None);
+        // 20 sockets per address: well under the per-address limits. Partners come from
+        // 127.(net + 100).x.y, so that the attackers' sockets can be told apart.
+        let mut att = Raw::chat(host(net, k / 20), dst, Some(4096));
+        let mut par = Raw::chat(host(net + 100, k / 20), dst, None);
         let tag = format!("w{wave_no}-{k}");
         att.send_text(&find_msg(&[&tag]));
         assert_eq!(att.next_json(Duration::from_secs(30))["type"], "waiting");
@@ -633,8 +649,10 @@ fn run_wave(server: &Server, net: u8, wave_no: usize, flood: Flood) -> WaveFigur
     let budget0 = metric_sum(server, "roulette_output_budget_closes_total");
     // Every connection idle (nothing queued anywhere): the level the memory must return to.
     std::thread::sleep(Duration::from_millis(500));
-    let (kmem_before, nsock) = server_kernel_memory(port);
-    let sampler = Sampler::start(port, server.pid());
+    let (kmem_before, nsock) = server_kernel_memory(port, None);
+    let attackers = format!("127.{net}.0.0/16");
+    let (kmem_att_before, _) = server_kernel_memory(port, Some(&attackers));
+    let sampler = Sampler::start(port, server.pid(), attackers);
     st.go.store(true, Ordering::SeqCst);
 
     wait_until(
@@ -679,7 +697,7 @@ fn run_wave(server: &Server, net: u8, wave_no: usize, flood: Flood) -> WaveFigur
         "the server's socket memory back within 10 % of its level before the attack",
         Duration::from_secs(60),
         || {
-            kmem_after = server_kernel_memory(port).0;
+            kmem_after = server_kernel_memory(port, None).0;
             if kmem_after <= limit {
                 Ok(())
             } else {
@@ -689,24 +707,31 @@ fn run_wave(server: &Server, net: u8, wave_no: usize, flood: Flood) -> WaveFigur
             }
         },
     );
-    let (kmem_peak, rss_peak) = sampler.finish();
+    let (kmem_peak, kmem_att_peak, rss_peak) = sampler.finish();
     st.release.store(true, Ordering::SeqCst);
     for w in workers {
         w.join().expect("wave worker");
     }
     let errors = st.errors.lock().unwrap().clone();
-    assert!(errors.is_empty(), "{flood:?}: {} errors: {:?}", errors.len(), &errors[..errors.len().min(10)]);
+    assert!(
+        errors.is_empty(),
+        "{flood:?}: {} errors: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(10)]
+    );
     wait_metric_sum_back(server, "roulette_sockets", sockets_idle);
     // Let the sweep see the quiet (it may give memory back to the system).
     std::thread::sleep(Duration::from_secs(3));
     let rss_after = rss_kib(server);
-    let per_attacker = kmem_peak.saturating_sub(kmem_before) / ATTACKERS as u64;
+    let per_attacker = kmem_att_peak.saturating_sub(kmem_att_before) / ATTACKERS as u64;
     eprintln!(
         "{flood:?} wave {wave_no}: server socket memory {} KiB before ({nsock} sockets), peak \
-         {} KiB ({} KiB per attacking connection), {} KiB after the drops with the attackers \
+         {} KiB (the attackers' own sockets {} KiB, {} KiB per attacking connection; the rest \
+         is the partners' data waiting to be read), {} KiB after the drops with the attackers \
          still connected; RSS {} MiB before, peak {} MiB, {} MiB after",
         kmem_before / 1024,
         kmem_peak / 1024,
+        kmem_att_peak / 1024,
         per_attacker / 1024,
         kmem_after / 1024,
         rss_before / 1024,
@@ -724,14 +749,18 @@ fn run_wave(server: &Server, net: u8, wave_no: usize, flood: Flood) -> WaveFigur
 }
 
 fn wait_metric_sum_back(s: &Server, name: &str, want: f64) {
-    wait_until(&format!("{name} back to {want}"), Duration::from_secs(60), || {
-        let v = metric_sum(s, name);
-        if v <= want {
-            Ok(())
-        } else {
-            Err(format!("it is {v}"))
-        }
-    });
+    wait_until(
+        &format!("{name} back to {want}"),
+        Duration::from_secs(60),
+        || {
+            let v = metric_sum(s, name);
+            if v <= want {
+                Ok(())
+            } else {
+                Err(format!("it is {v}"))
+            }
+        },
+    );
 }
 
 /// Second-wave RSS may exceed the first by this much (allocator bins, page-granular
@@ -827,8 +856,12 @@ fn half_sent_fragmented_messages_are_closed_by_the_message_deadline() {
                 for k in w * per..(w + 1) * per {
                     let mut c = Raw::chat(host(13, k / 25), dst, None);
                     // A text message of which only the first frame ever comes.
-                    c.send(&cframe(false, OP_TEXT, r#"{"type":"message","text":"to be con"#.repeat(20).as_bytes()))
-                        .expect("send the first fragment");
+                    c.send(&cframe(
+                        false,
+                        OP_TEXT,
+                        r#"{"type":"message","text":"to be con"#.repeat(20).as_bytes(),
+                    ))
+                    .expect("send the first fragment");
                     socks.push(c);
                 }
                 let mut bad = Vec::new();
@@ -848,7 +881,12 @@ fn half_sent_fragmented_messages_are_closed_by_the_message_deadline() {
     for w in workers {
         bad.extend(w.join().expect("fragment worker"));
     }
-    assert!(bad.is_empty(), "{} clients not closed with 1008: {:?}", bad.len(), &bad[..bad.len().min(10)]);
+    assert!(
+        bad.is_empty(),
+        "{} clients not closed with 1008: {:?}",
+        bad.len(),
+        &bad[..bad.len().min(10)]
+    );
     assert_eq!(closed.load(Ordering::SeqCst), N);
     let timeouts = metric_sum(&server, "roulette_message_timeouts_total") - timeouts0;
     eprintln!("half-sent messages: {N} closed with 1008, message timeouts counted {timeouts}");
@@ -947,7 +985,10 @@ fn a_handshake_flood_from_one_address_is_held_to_its_limits() {
          connections {m_conns}, dropped {m_dropped}",
         upgraded.len()
     );
-    assert!(upgraded.len() <= 100, "more than --max-connections-per-ip upgraded");
+    assert!(
+        upgraded.len() <= 100,
+        "more than --max-connections-per-ip upgraded"
+    );
     // Burst 40 plus 20/s for the time the flood lasted (and the time to read its answers).
     let allowed = 40.0 + 20.0 * (start.elapsed().as_secs_f64() + 1.0);
     assert!(
@@ -962,10 +1003,14 @@ fn a_handshake_flood_from_one_address_is_held_to_its_limits() {
     );
     // Another address is unaffected.
     let took = legit_connect_time(server.addr, Ipv4Addr::new(127, 14, 1, 1));
-    eprintln!("handshake flood from one address: a new client from another address connected in {took:?}");
+    eprintln!(
+        "handshake flood from one address: a new client from another address connected in {took:?}"
+    );
     drop(upgraded);
     chatter.expect_progress(5, Duration::from_secs(20));
-    chatter.stop().assert_complete("handshake flood from one address");
+    chatter
+        .stop()
+        .assert_complete("handshake flood from one address");
 }
 
 #[test]
@@ -984,7 +1029,9 @@ fn a_slow_handshake_flood_from_many_addresses_is_held_to_the_socket_cap() {
         "--handshake-timeout",
         "4",
     ]);
-    let cap = server.metric("roulette_max_sockets").expect("roulette_max_sockets");
+    let cap = server
+        .metric("roulette_max_sockets")
+        .expect("roulette_max_sockets");
     let chatter = Chatter::start(server.addr, Duration::from_millis(50));
     let capped0 = metric_sum(&server, "roulette_accept_socket_cap_total");
     let peak = Arc::new(AtomicUsize::new(0));
@@ -995,10 +1042,12 @@ fn a_slow_handshake_flood_from_many_addresses_is_held_to_the_socket_cap() {
         std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
                 let body = get(maddr, "/metrics").body_str();
-                if let Some(v) = body
-                    .lines()
-                    .find_map(|l| l.strip_prefix("roulette_sockets ")?.trim().parse::<f64>().ok())
-                {
+                if let Some(v) = body.lines().find_map(|l| {
+                    l.strip_prefix("roulette_sockets ")?
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                }) {
                     peak.fetch_max(v as usize, Ordering::SeqCst);
                 }
                 std::thread::sleep(Duration::from_millis(50));
@@ -1022,7 +1071,10 @@ fn a_slow_handshake_flood_from_many_addresses_is_held_to_the_socket_cap() {
             })
         })
         .collect();
-    let held: Vec<TcpStream> = flood.into_iter().flat_map(|h| h.join().expect("flood")).collect();
+    let held: Vec<TcpStream> = flood
+        .into_iter()
+        .flat_map(|h| h.join().expect("flood"))
+        .collect();
     wait_metric_sum_at_least(
         &server,
         "roulette_accept_socket_cap_total",
@@ -1040,7 +1092,10 @@ fn a_slow_handshake_flood_from_many_addresses_is_held_to_the_socket_cap() {
          in {took:?}",
         held.len()
     );
-    assert!(peak as f64 <= cap, "open sockets {peak} above the cap {cap}");
+    assert!(
+        peak as f64 <= cap,
+        "open sockets {peak} above the cap {cap}"
+    );
     assert!(capped > 0.0);
     drop(held);
     chatter.expect_progress(5, Duration::from_secs(30));
@@ -1129,35 +1184,64 @@ fn proxy_headers_from_a_trusted_proxy_set_the_address_and_are_refused_otherwise(
     let a = open_all(3, "PROXY v1 from 203.0.113.7", || {
         Raw::open(PROXY_HOST, dst, None, &proxy_v1(c1), "")
     });
-    expect_refused_429("a 4th via PROXY v1 from 203.0.113.7", Raw::open(PROXY_HOST, dst, None, &proxy_v1(c1), ""));
+    expect_refused_429(
+        "a 4th via PROXY v1 from 203.0.113.7",
+        Raw::open(PROXY_HOST, dst, None, &proxy_v1(c1), ""),
+    );
     // v2 names the same address: the same limit.
-    expect_refused_429("a 4th via PROXY v2 from 203.0.113.7", Raw::open(PROXY_HOST, dst, None, &proxy_v2(c1), ""));
+    expect_refused_429(
+        "a 4th via PROXY v2 from 203.0.113.7",
+        Raw::open(PROXY_HOST, dst, None, &proxy_v2(c1), ""),
+    );
     let b = open_all(3, "PROXY v2 from 203.0.113.8", || {
         Raw::open(PROXY_HOST, dst, None, &proxy_v2(c2), "")
     });
-    expect_refused_429("a 4th via PROXY v2 from 203.0.113.8", Raw::open(PROXY_HOST, dst, None, &proxy_v2(c2), ""));
+    expect_refused_429(
+        "a 4th via PROXY v2 from 203.0.113.8",
+        Raw::open(PROXY_HOST, dst, None, &proxy_v2(c2), ""),
+    );
     let c = open_all(3, "PROXY v1 from 198.51.100.9", || {
         Raw::open(PROXY_HOST, dst, None, &proxy_v1(c3), "")
     });
     // Nine connections from the proxy's own address, far over 3: the limit is per client.
     let refused0 = metric_sum(&server, "roulette_proxy_refused_total");
     let mut bad: Vec<(&str, Ipv4Addr, Vec<u8>)> = vec![
-        ("PROXY v1 from an untrusted peer", Ipv4Addr::new(127, 16, 0, 1), proxy_v1(c3)),
-        ("PROXY v2 from an untrusted peer", Ipv4Addr::new(127, 16, 0, 2), proxy_v2(c3)),
-        ("a truncated PROXY v1 line", PROXY_HOST, b"PROXY TCP4 203.0.113.9\r\n".to_vec()),
-        ("a PROXY v1 line with a bad address", PROXY_HOST, b"PROXY TCP4 203.0.113.999 127.0.0.1 1 2\r\n".to_vec()),
+        (
+            "PROXY v1 from an untrusted peer",
+            Ipv4Addr::new(127, 16, 0, 1),
+            proxy_v1(c3),
+        ),
+        (
+            "PROXY v2 from an untrusted peer",
+            Ipv4Addr::new(127, 16, 0, 2),
+            proxy_v2(c3),
+        ),
+        (
+            "a truncated PROXY v1 line",
+            PROXY_HOST,
+            b"PROXY TCP4 203.0.113.9\r\n".to_vec(),
+        ),
+        (
+            "a PROXY v1 line with a bad address",
+            PROXY_HOST,
+            b"PROXY TCP4 203.0.113.999 127.0.0.1 1 2\r\n".to_vec(),
+        ),
         ("an oversized PROXY v1 line", PROXY_HOST, {
             let mut v = b"PROXY TCP4 203.0.113.9 127.0.0.1 40000 8080".to_vec();
             v.extend_from_slice(&[b' '; 100]);
             v.extend_from_slice(b"\r\n");
             v
         }),
-        ("a PROXY v2 header with a truncated address block", PROXY_HOST, {
-            let mut h = proxy_v2(c3);
-            h[14..16].copy_from_slice(&4u16.to_be_bytes());
-            h.truncate(16 + 4);
-            h
-        }),
+        (
+            "a PROXY v2 header with a truncated address block",
+            PROXY_HOST,
+            {
+                let mut h = proxy_v2(c3);
+                h[14..16].copy_from_slice(&4u16.to_be_bytes());
+                h.truncate(16 + 4);
+                h
+            },
+        ),
         ("an oversized PROXY v2 header", PROXY_HOST, {
             let mut h = proxy_v2(c3);
             h[14..16].copy_from_slice(&60000u16.to_be_bytes());
@@ -1183,18 +1267,22 @@ fn proxy_headers_from_a_trusted_proxy_set_the_address_and_are_refused_otherwise(
     // Its connections gone, the address may connect again.
     drop(a);
     let mut again = Vec::new();
-    wait_until("203.0.113.7 connects again once its connections are closed", Duration::from_secs(30), || {
-        match Raw::open(PROXY_HOST, dst, None, &proxy_v1(c1), "") {
-            Opened::Ws(r) => again.push(r),
-            Opened::Status(429) => {}
-            o => panic!("PROXY v1 from 203.0.113.7 again: {}", status_of(&o)),
-        }
-        if again.len() == 3 {
-            Ok(())
-        } else {
-            Err(format!("{} of 3 in", again.len()))
-        }
-    });
+    wait_until(
+        "203.0.113.7 connects again once its connections are closed",
+        Duration::from_secs(30),
+        || {
+            match Raw::open(PROXY_HOST, dst, None, &proxy_v1(c1), "") {
+                Opened::Ws(r) => again.push(r),
+                Opened::Status(429) => {}
+                o => panic!("PROXY v1 from 203.0.113.7 again: {}", status_of(&o)),
+            }
+            if again.len() == 3 {
+                Ok(())
+            } else {
+                Err(format!("{} of 3 in", again.len()))
+            }
+        },
+    );
     drop((b, c));
     chatter.expect_progress(5, Duration::from_secs(20));
     chatter.stop().assert_complete("PROXY headers");
@@ -1225,7 +1313,10 @@ fn x_forwarded_for_counts_only_from_a_trusted_proxy() {
     let a = open_all(3, "XFF 203.0.113.7", || {
         Raw::open(PROXY_HOST, dst, None, b"", &xff("10.9.9.9, 203.0.113.7"))
     });
-    expect_refused_429("a 4th with XFF 203.0.113.7", Raw::open(PROXY_HOST, dst, None, b"", &xff("203.0.113.7")));
+    expect_refused_429(
+        "a 4th with XFF 203.0.113.7",
+        Raw::open(PROXY_HOST, dst, None, b"", &xff("203.0.113.7")),
+    );
     let b = open_all(3, "XFF 203.0.113.8", || {
         Raw::open(PROXY_HOST, dst, None, b"", &xff("203.0.113.8"))
     });
@@ -1242,7 +1333,13 @@ fn x_forwarded_for_counts_only_from_a_trusted_proxy() {
         Raw::open(peer, dst, None, b"", &xff("198.51.100.200")),
     );
     // A PROXY header is not what this server expects from anyone.
-    let o = Raw::open(Ipv4Addr::new(127, 17, 0, 2), dst, None, &proxy_v1(Ipv4Addr::new(203, 0, 113, 50)), "");
+    let o = Raw::open(
+        Ipv4Addr::new(127, 17, 0, 2),
+        dst,
+        None,
+        &proxy_v1(Ipv4Addr::new(203, 0, 113, 50)),
+        "",
+    );
     assert!(
         matches!(o, Opened::Status(400) | Opened::Dropped(_)),
         "a PROXY header from an untrusted peer: {}",
@@ -1284,7 +1381,8 @@ impl SlowProxy {
                 };
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
-                let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (mut c_in, mut s_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
                 // Requests: straight through.
                 std::thread::spawn(move || {
                     let _ = io::copy(&mut c_in, &mut s_out);
@@ -1342,7 +1440,7 @@ impl Drop for SlowProxy {
 /// this late, just under it.
 const REDIS_DELAY_MS: usize = 1500;
 /// What a node may use while 1,000 cross-node pairs chat through the slow Redis.
-const SLOW_REDIS_RSS_BOUND_MIB: u64 = 256;
+const SLOW_REDIS_RSS_BOUND_MIB: u64 = 128;
 
 #[test]
 #[ignore = "heavy: 1,000 cross-node pairs through a slow Redis"]
@@ -1373,13 +1471,17 @@ fn a_slow_redis_keeps_cross_node_chat_in_order_and_memory_bounded() {
         })
         .collect();
     for n in &nodes {
-        wait_until("the node connected to Redis", Duration::from_secs(30), || {
-            if n.log_contains("cluster: connected to Redis") {
-                Ok(())
-            } else {
-                Err("not yet".into())
-            }
-        });
+        wait_until(
+            "the node connected to Redis",
+            Duration::from_secs(30),
+            || {
+                if n.log_contains("cluster: connected to Redis") {
+                    Ok(())
+                } else {
+                    Err("not yet".into())
+                }
+            },
+        );
     }
     let (n1, n2) = (nodes[0].addr, nodes[1].addr);
     // The bystander pair spans the nodes too.
@@ -1410,8 +1512,10 @@ fn a_slow_redis_keeps_cross_node_chat_in_order_and_memory_bounded() {
             })
         })
         .collect();
-    let mut groups: Vec<Vec<(usize, Raw, Raw)>> =
-        setups.into_iter().map(|h| h.join().expect("pairing")).collect();
+    let mut groups: Vec<Vec<(usize, Raw, Raw)>> = setups
+        .into_iter()
+        .map(|h| h.join().expect("pairing"))
+        .collect();
     let rss0: Vec<u64> = nodes.iter().map(rss_kib).collect();
     proxy.delay_ms.store(REDIS_DELAY_MS, Ordering::SeqCst);
     let peak = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
@@ -1459,12 +1563,15 @@ fn a_slow_redis_keeps_cross_node_chat_in_order_and_memory_bounded() {
                                 if f.opcode != OP_TEXT {
                                     continue;
                                 }
-                                let v: Value = serde_json::from_slice(&f.payload).unwrap_or(Value::Null);
+                                let v: Value =
+                                    serde_json::from_slice(&f.payload).unwrap_or(Value::Null);
                                 let want = format!("{k}:{from}:{}", got[i][side]);
                                 if v["type"] == "message" && v["text"] == want.as_str() {
                                     got[i][side] += 1;
                                 } else {
-                                    errors.push(format!("pair {k} side {side}: expected {want}, got {v}"));
+                                    errors.push(format!(
+                                        "pair {k} side {side}: expected {want}, got {v}"
+                                    ));
                                 }
                             }
                             if got[i][side] < ROUNDS {
@@ -1499,7 +1606,10 @@ fn a_slow_redis_keeps_cross_node_chat_in_order_and_memory_bounded() {
     let took = started.elapsed();
     stop.store(true, Ordering::SeqCst);
     sampler.join().expect("sampler");
-    let peaks: Vec<u64> = peak.iter().map(|p| p.load(Ordering::SeqCst) as u64).collect();
+    let peaks: Vec<u64> = peak
+        .iter()
+        .map(|p| p.load(Ordering::SeqCst) as u64)
+        .collect();
     eprintln!(
         "slow Redis ({REDIS_DELAY_MS} ms per reply): {PAIRS} cross-node pairs, {} lines each \
          way delivered in {took:?}; node RSS before {} / {} MiB, peak {} / {} MiB (bound \
@@ -1510,7 +1620,12 @@ fn a_slow_redis_keeps_cross_node_chat_in_order_and_memory_bounded() {
         peaks[0] / 1024,
         peaks[1] / 1024
     );
-    assert!(errors.is_empty(), "{} errors, first: {:?}", errors.len(), &errors[..errors.len().min(10)]);
+    assert!(
+        errors.is_empty(),
+        "{} errors, first: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(10)]
+    );
     assert_eq!(missing, 0, "lines never delivered");
     for (i, p) in peaks.iter().enumerate() {
         assert!(
