@@ -502,12 +502,9 @@ struct Wave {
 /// On `go` the partner sends; the worker then waits for `partner_left` at every partner,
 /// keeping both sides alive, and holds all sockets open until `release`.
 fn wave_worker(
-    dst: SocketAddr,
-    net: u8,
+    (dst, net, wave_no, flood): (SocketAddr, u8, usize, Flood),
     first: usize,
     count: usize,
-    wave_no: usize,
-    flood: Flood,
     frame: Arc<Vec<u8>>,
     st: Arc<Wave>,
 ) {
@@ -629,7 +626,7 @@ fn run_wave(server: &Server, net: u8, wave_no: usize, flood: Flood) -> WaveFigur
             let (st, frame) = (st.clone(), frame.clone());
             let dst = server.addr;
             std::thread::spawn(move || {
-                wave_worker(dst, net, w * per, per, wave_no, flood, frame, st)
+                wave_worker((dst, net, wave_no, flood), w * per, per, frame, st)
             })
         })
         .collect();
