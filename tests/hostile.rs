@@ -743,9 +743,15 @@ fn run_wave(server: &Server, net: u8, wave_no: usize, flood: Flood) -> WaveFigur
         &errors[..errors.len().min(10)]
     );
     wait_metric_sum_back(server, "roulette_sockets", sockets_idle);
-    // Let the sweep see the quiet (it may give memory back to the system).
-    std::thread::sleep(Duration::from_secs(3));
-    let rss_after = rss_kib(server);
+    // What the wave leaves: the least RSS over 5 s of quiet (the sweep gives free heap back
+    // at most once a second, and only once it sees it).
+    let rss_after = (0..20)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(250));
+            rss_kib(server)
+        })
+        .min()
+        .unwrap_or(0);
     let per_attacker = kmem_att_peak.saturating_sub(kmem_att_before) / ATTACKERS as u64;
     eprintln!(
         "{flood:?} wave {wave_no}: server socket memory {} KiB before ({nsock} sockets), peak \
@@ -818,14 +824,28 @@ fn never_reading_clients(flood: Flood, net: u8, args: &[&str]) {
         assert!(w.kmem_after <= w.kmem_before + w.kmem_before / 10);
         assert!(w.kmem_peak >= w.kmem_after && w.rss_peak >= w.rss_before);
     }
-    eprintln!(
-        "{flood:?}: RSS after wave 1 {} KiB, after wave 2 {} KiB (tolerance {RSS_TOLERANCE_KIB} KiB)",
-        first.rss_after, second.rss_after
+    // Memory reused, not leaked: RSS comes back to where the first wave left it (waiting
+    // a while longer on a busy machine, where the sweep may run late).
+    let limit = first.rss_after + RSS_TOLERANCE_KIB;
+    let mut rss2 = second.rss_after;
+    wait_until(
+        &format!("{flood:?}: RSS after the second wave back to the first's"),
+        Duration::from_secs(30),
+        || {
+            rss2 = rss2.min(rss_kib(&server));
+            if rss2 <= limit {
+                Ok(())
+            } else {
+                Err(format!(
+                    "a second identical wave left RSS at {rss2} KiB, the first at {} KiB",
+                    first.rss_after
+                ))
+            }
+        },
     );
-    assert!(
-        second.rss_after <= first.rss_after + RSS_TOLERANCE_KIB,
-        "{flood:?}: a second identical wave left RSS at {} KiB, the first at {} KiB",
-        second.rss_after,
+    eprintln!(
+        "{flood:?}: RSS after wave 1 {} KiB, after wave 2 {rss2} KiB (tolerance \
+         {RSS_TOLERANCE_KIB} KiB)",
         first.rss_after
     );
 }
