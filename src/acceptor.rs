@@ -17,11 +17,16 @@ pub fn run(listener: TcpListener, shards: Vec<ShardHandle>, shared: Arc<Shared>)
     let mut last_log = Instant::now() - Duration::from_secs(60);
     // Chat lines are small and latency matters more than packet count (TCP_NODELAY), and a
     // bounded kernel send buffer makes what a client does not read pile up in our queue,
-    // where the outbound cap and the stall timeout see it (SO_SNDBUF). Accepted sockets
-    // inherit both from the listener.
-    if let Err(e) =
-        crate::sys::set_listener_defaults(listener.as_raw_fd(), shared.config.send_buffer_bytes)
-    {
+    // where the outbound cap and the stall timeout see it (SO_SNDBUF). A bounded receive
+    // buffer caps what a flooding client parks in the kernel while we hold off reading it
+    // (SO_RCVBUF; autotuning would let it reach tcp_rmem's maximum, 6-32 MiB). Accepted
+    // sockets inherit all three from the listener.
+    let c = &shared.config;
+    if let Err(e) = crate::sys::set_listener_defaults(
+        listener.as_raw_fd(),
+        c.send_buffer_bytes,
+        c.recv_buffer_bytes,
+    ) {
         warn!("cannot set the listener's socket options: {e}");
     }
     loop {

@@ -162,6 +162,12 @@ pub struct Config {
     #[arg(long, env = "ROULETTE_SEND_BUFFER_BYTES", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(4096..=67_108_864))]
     pub send_buffer_bytes: u32,
 
+    /// Kernel receive buffer per client socket (SO_RCVBUF; Linux doubles it for bookkeeping
+    /// and stops autotuning it). While the server holds off reading a client (back-pressure),
+    /// at most this much of what it sends waits in the kernel, not `tcp_rmem`'s maximum.
+    #[arg(long, env = "ROULETTE_RECV_BUFFER_BYTES", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(4096..=67_108_864))]
+    pub recv_buffer_bytes: u32,
+
     /// Queued output of all clients together, in bytes; past it, a client with more than
     /// 64 KiB unsent is closed like a slow consumer (1008).
     #[arg(long, env = "ROULETTE_OUTPUT_BUDGET_BYTES", default_value_t = 256 << 20, value_parser = clap::value_parser!(u64).range(1_048_576..))]

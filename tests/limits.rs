@@ -384,3 +384,55 @@ fn a_client_that_does_not_read_is_closed_1008_and_others_go_on() {
         assert!(expect < sent, "b cannot have received everything");
     });
 }
+
+/// The server's side of a connection from `client_port` on `server_port`: the kernel's
+/// receive and send buffer sizes (`skmem` rb and tb, from `ss -tm`).
+fn server_socket_buffers(server_port: u16, client_port: u16) -> (u64, u64) {
+    let filter = format!("( sport = :{server_port} and dport = :{client_port} )");
+    let out = std::process::Command::new("ss")
+        .args(["-tmnH", "state", "established", &filter])
+        .output()
+        .expect("run ss (iproute2)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let inner = text
+        .split("skmem:(")
+        .nth(1)
+        .and_then(|p| p.split(')').next())
+        .unwrap_or_else(|| panic!("no skmem in {text:?}"));
+    let field = |k: &str| -> u64 {
+        inner
+            .split(',')
+            .find_map(|f| f.strip_prefix(k).and_then(|v| v.parse().ok()))
+            .unwrap_or_else(|| panic!("no {k} in {inner}"))
+    };
+    (field("rb"), field("tb"))
+}
+
+/// A client cannot make the kernel hold more than the configured buffers for it: what it
+/// sends while the server holds off reading, and what it does not read, stop there
+/// (Linux books twice the value set, and autotuning would otherwise grow both to
+/// megabytes).
+#[test]
+fn each_clients_kernel_buffers_are_clamped_by_the_flags() {
+    let _w = watchdog(30);
+    let server = Server::start(&[
+        "--recv-buffer-bytes",
+        "16384",
+        "--send-buffer-bytes",
+        "32768",
+        "--rate-limit-per-sec",
+        "0",
+    ]);
+    let (mut a, mut b) = pair(server.addr);
+    // Some traffic, so that autotuning would have had its chance.
+    for i in 0..200 {
+        a.send_text(&msg(&format!("{i:0>900}")));
+    }
+    for _ in 0..200 {
+        assert_eq!(b.next_json(SOON)["type"], "message");
+    }
+    let port = a.ws.get_ref().local_addr().unwrap().port();
+    let (rb, tb) = server_socket_buffers(server.addr.port(), port);
+    assert_eq!(rb, 2 * 16384, "receive buffer of the server's socket");
+    assert_eq!(tb, 2 * 32768, "send buffer of the server's socket");
+}
