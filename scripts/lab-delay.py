@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""One-way delay (with jitter) for TCP connections a lab node opens to Redis and the Sentinels.
+
+scripts/cluster-lab.sh runs this inside a node's namespace when the kernel has no netem
+(sch_netem is not built into every kernel, and modules may not be loadable). nftables
+redirects the node's connections to the Redis range here; this proxy learns the real
+destination (SO_ORIGINAL_DST), connects to it with a mark the redirect rule skips, and holds
+every chunk of bytes, in each direction, for DELAY ms (+ uniform JITTER) before passing it on,
+never reordering. Packet loss is left to an nftables rule on the real link, so TCP sees it.
+
+Usage: lab-delay.py PORT DELAY_MS JITTER_MS MARK
+"""
+import asyncio
+import random
+import socket
+import struct
+import sys
+
+SO_ORIGINAL_DST = 80
+
+
+async def pump(reader, writer, delay, jitter):
+    loop = asyncio.get_running_loop()
+    queue = asyncio.Queue()
+    last = 0.0
+
+    async def release():
+        while True:
+            at, data = await queue.get()
+            wait = at - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if data is None:
+                writer.close()
+                return
+            writer.write(data)
+            await writer.drain()
+
+    task = asyncio.create_task(release())
+    try:
+        while True:
+            data = await reader.read(65536)
+            # Never earlier than the chunk before: jitter must not reorder a TCP stream.
+            last = max(last, loop.time() + (delay + random.uniform(0, jitter)) / 1000)
+            queue.put_nowait((last, data or None))
+            if not data:
+                break
+        await task
+    except (ConnectionError, OSError):
+        task.cancel()
+        writer.close()
+
+
+async def handle(reader, writer, delay, jitter, mark):
+    sock = writer.get_extra_info("socket")
+    try:
+        raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+        port, packed = struct.unpack_from("!2xH4s", raw)
+        host = socket.inet_ntoa(packed)
+        up = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        up.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+        up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        up.setblocking(False)
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(up, (host, port)), 10)
+        ureader, uwriter = await asyncio.open_connection(sock=up)
+    except (OSError, asyncio.TimeoutError):
+        writer.close()
+        return
+    await asyncio.gather(
+        pump(reader, uwriter, delay, jitter),
+        pump(ureader, writer, delay, jitter),
+        return_exceptions=True,
+    )
+
+
+async def main():
+    port, delay, jitter, mark = (int(a) for a in sys.argv[1:5])
+    server = await asyncio.start_server(
+        lambda r, w: handle(r, w, delay, jitter, mark), "127.0.0.1", port
+    )
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
