@@ -60,8 +60,11 @@ async def handle(reader, writer, delay, jitter, mark):
         up = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         up.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
         up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # A partitioned link must fail here as it would for the node itself, and the node
+        # then sees its connection to this proxy close: unacknowledged data for 2 s ends it.
+        up.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 2000)
         up.setblocking(False)
-        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(up, (host, port)), 10)
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(up, (host, port)), 3)
         ureader, uwriter = await asyncio.open_connection(sock=up)
     except (OSError, asyncio.TimeoutError):
         writer.close()

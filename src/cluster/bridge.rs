@@ -25,7 +25,9 @@ pub const PURGE_LUA: &str = concat!(include_str!("lib.lua"), include_str!("purge
 
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(4);
+/// Short enough that a node back from a partition pairs across nodes again within about 5 s
+/// (PROTOCOL.md), long enough that a fleet does not hammer a Redis that is down.
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Messages taken per turn (one pipeline).
 const BATCH: usize = 4096;
 /// A payload is published once it holds this much.

@@ -49,18 +49,29 @@ impl Resolver {
 
     /// A client for the master the Sentinels name now (checked by the crate with `ROLE`).
     pub fn master(&mut self, wait: Duration) -> Result<redis::Client, String> {
-        if !self.pending {
-            if self.requests.send(()).is_err() {
-                return Err("the Sentinel lookup thread is gone".into());
+        let deadline = std::time::Instant::now() + wait;
+        // A failure from a lookup asked for before this call is old news (say, from the
+        // middle of a partition that has healed since): ask again within the same wait.
+        let mut fresh = !self.pending;
+        loop {
+            if !self.pending {
+                if self.requests.send(()).is_err() {
+                    return Err("the Sentinel lookup thread is gone".into());
+                }
+                self.pending = true;
             }
-            self.pending = true;
-        }
-        match self.replies.recv_timeout(wait) {
-            Ok(r) => {
-                self.pending = false;
-                r.map_err(|e| format!("no master from the Sentinels: {e}"))
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.replies.recv_timeout(left) {
+                Ok(r) => {
+                    self.pending = false;
+                    match r {
+                        Ok(c) => return Ok(c),
+                        Err(_) if !fresh => fresh = true,
+                        Err(e) => return Err(format!("no master from the Sentinels: {e}")),
+                    }
+                }
+                Err(_) => return Err(format!("no Sentinel answered within {wait:?}")),
             }
-            Err(_) => Err(format!("no Sentinel answered within {wait:?}")),
         }
     }
 }
