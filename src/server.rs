@@ -200,13 +200,7 @@ pub fn run(config: Config) -> i32 {
     if let (Some(target), Some(stats)) = (redis_target, shared.cluster.clone()) {
         let resolver = match &target.endpoint {
             crate::cluster::target::Endpoint::Sentinel(spec) => {
-                match crate::cluster::sentinel::Resolver::start(spec) {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        error!("cluster: cannot start the Sentinel lookup thread: {e}");
-                        return 1;
-                    }
-                }
+                Some(crate::cluster::sentinel::Resolver::new(spec))
             }
             crate::cluster::target::Endpoint::Direct(_) => None,
         };

@@ -131,7 +131,12 @@ impl Lab {
             .args(["--listen", &addr, "--metrics-listen", &metrics])
             .args(["--cluster", &url, "--node-name", &name])
             .args(["--shards", "2", "--rate-limit-per-sec", "0"])
-            .args(["--max-connections-per-ip", "0", "--handshake-rate-per-ip", "0"]);
+            .args([
+                "--max-connections-per-ip",
+                "0",
+                "--handshake-rate-per-ip",
+                "0",
+            ]);
         clean_env(&mut cmd);
         cmd.env(
             "RUST_LOG",
@@ -211,7 +216,9 @@ fn pair_across_within(
         a.send_text(&find_msg(&[&tag]));
         a.expect_json(WAITING);
         b.send_text(&find_msg(&[&tag]));
-        let left = within.saturating_sub(t0.elapsed()).max(Duration::from_secs(1));
+        let left = within
+            .saturating_sub(t0.elapsed())
+            .max(Duration::from_secs(1));
         let wait = left.min(Duration::from_secs(3));
         let got = match try_json(&mut b, wait) {
             Some(v) if v["type"] == "waiting" => try_json(&mut b, wait),
@@ -275,7 +282,14 @@ fn the_cluster_survives_slow_links_a_partition_and_a_redis_failover() {
     let started = Instant::now();
     let mut lab = Lab::up();
     for i in 0..NODES {
-        lab.sh(&["netem", &format!("n{}", i + 1), "delay", "40ms", "loss", "1%"]);
+        lab.sh(&[
+            "netem",
+            &format!("n{}", i + 1),
+            "delay",
+            "40ms",
+            "loss",
+            "1%",
+        ]);
     }
     for i in 0..NODES {
         lab.start_node(i);
@@ -297,7 +311,10 @@ fn the_cluster_survives_slow_links_a_partition_and_a_redis_failover() {
         exchange(&mut a, &mut b, 200, &format!("slow n{}-n{}", x + 1, y + 1));
         pairs.push((a, b));
     }
-    eprintln!("(a) 3 cross-node pairs x 200 messages each way in {:?}", t.elapsed());
+    eprintln!(
+        "(a) 3 cross-node pairs x 200 messages each way in {:?}",
+        t.elapsed()
+    );
     drop(pairs);
 
     // (b) n3 cut off from Redis for 20 s.
@@ -316,8 +333,7 @@ fn the_cluster_survives_slow_links_a_partition_and_a_redis_failover() {
         std::thread::sleep(Duration::from_millis(500));
     }
     lab.sh(&["heal", "n3"]);
-    let (mut a, mut b, took) =
-        pair_across_within(n(2), n(1), "after-heal", Duration::from_secs(5));
+    let (mut a, mut b, took) = pair_across_within(n(2), n(1), "after-heal", Duration::from_secs(5));
     eprintln!("(b) n3 paired across nodes {took:?} after the heal");
     exchange(&mut a, &mut b, 50, "healed");
     exchange(&mut l1, &mut l2, 10, "after heal");

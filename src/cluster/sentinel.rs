@@ -9,67 +9,72 @@ use super::subscriber::SubEvent;
 use super::target::SentinelSpec;
 use crossbeam_channel::{Receiver, Sender};
 use log::{debug, warn};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// The crate's lookups block (and connect without timeouts of their own), so they run on a
-/// thread of their own; the bridge waits only as long as it chooses.
+/// The crate's lookups block, and connect without timeouts of their own, so each runs on a
+/// thread of its own and the bridge waits only as long as it chooses. A lookup stuck behind
+/// a partition (SYN retries, a Sentinel that went silent mid-reply) must not delay the next
+/// one once the network heals, so every ask starts a fresh lookup with fresh connections
+/// (asks are rare: one per reconnection), up to [`MAX_LOOKUPS`] at a time.
 pub struct Resolver {
-    requests: Sender<()>,
-    replies: Receiver<Result<redis::Client, redis::RedisError>>,
-    /// A request is out whose reply has not been taken: a late reply answers the next ask,
-    /// rather than a second lookup piling up behind a stuck one.
-    pending: bool,
+    spec: SentinelSpec,
+    tx: Sender<(u64, Result<redis::Client, redis::RedisError>)>,
+    rx: Receiver<(u64, Result<redis::Client, redis::RedisError>)>,
+    inflight: Arc<AtomicUsize>,
+    generation: u64,
 }
 
+/// Lookups running at once; more asks wait for one of them.
+const MAX_LOOKUPS: usize = 4;
+
 impl Resolver {
-    pub fn start(spec: &SentinelSpec) -> std::io::Result<Resolver> {
-        let (requests, req_rx) = crossbeam_channel::bounded::<()>(1);
-        let (rep_tx, replies) = crossbeam_channel::bounded(1);
-        let spec = spec.clone();
-        std::thread::Builder::new()
-            .name("cluster-sentinel".into())
-            .spawn(move || {
-                let mut client = spec.client();
-                while req_rx.recv().is_ok() {
-                    let reply = match &mut client {
-                        Ok(c) => c.get_client(),
-                        Err(e) => Err(e.clone()),
-                    };
-                    if rep_tx.send(reply).is_err() {
-                        return;
-                    }
-                }
-            })?;
-        Ok(Resolver {
-            requests,
-            replies,
-            pending: false,
-        })
+    pub fn new(spec: &SentinelSpec) -> Resolver {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        Resolver {
+            spec: spec.clone(),
+            tx,
+            rx,
+            inflight: Arc::new(AtomicUsize::new(0)),
+            generation: 0,
+        }
     }
 
     /// A client for the master the Sentinels name now (checked by the crate with `ROLE`).
     pub fn master(&mut self, wait: Duration) -> Result<redis::Client, String> {
         let deadline = std::time::Instant::now() + wait;
-        // A failure from a lookup asked for before this call is old news (say, from the
-        // middle of a partition that has healed since): ask again within the same wait.
-        let mut fresh = !self.pending;
-        loop {
-            if !self.pending {
-                if self.requests.send(()).is_err() {
-                    return Err("the Sentinel lookup thread is gone".into());
-                }
-                self.pending = true;
+        // Whatever older lookups answered after their ask gave up may be out of date now.
+        while self.rx.try_recv().is_ok() {}
+        if self.inflight.load(Ordering::Acquire) < MAX_LOOKUPS {
+            self.generation += 1;
+            let (generation, tx, inflight) =
+                (self.generation, self.tx.clone(), self.inflight.clone());
+            let spec = self.spec.clone();
+            inflight.fetch_add(1, Ordering::AcqRel);
+            let spawned = std::thread::Builder::new()
+                .name("cluster-sentinel".into())
+                .spawn(move || {
+                    let r = spec.client().and_then(|mut c| c.get_client());
+                    inflight.fetch_sub(1, Ordering::AcqRel);
+                    let _ = tx.send((generation, r));
+                });
+            if let Err(e) = spawned {
+                self.inflight.fetch_sub(1, Ordering::AcqRel);
+                return Err(format!("cannot start a Sentinel lookup: {e}"));
             }
+        }
+        loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.replies.recv_timeout(left) {
-                Ok(r) => {
-                    self.pending = false;
-                    match r {
-                        Ok(c) => return Ok(c),
-                        Err(_) if !fresh => fresh = true,
-                        Err(e) => return Err(format!("no master from the Sentinels: {e}")),
-                    }
+            match self.rx.recv_timeout(left) {
+                // Any lookup's master will do: the crate checked it with ROLE, and if it has
+                // been demoted since, the link fails with READONLY and asks again.
+                Ok((_, Ok(c))) => return Ok(c),
+                Ok((g, Err(e))) if g == self.generation => {
+                    return Err(format!("no master from the Sentinels: {e}"))
                 }
+                // A failure of an older lookup is old news.
+                Ok((_, Err(_))) => {}
                 Err(_) => return Err(format!("no Sentinel answered within {wait:?}")),
             }
         }
