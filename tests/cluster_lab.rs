@@ -175,6 +175,12 @@ impl Drop for Lab {
         if std::thread::panicking() {
             for i in 0..NODES {
                 eprintln!("---- node {} log ----\n{}", i + 1, self.log(i));
+                let delay = self.dir.root().join(format!("delay-n{}.log", i + 1));
+                eprintln!(
+                    "---- n{} delay proxy ----\n{}",
+                    i + 1,
+                    std::fs::read_to_string(delay).unwrap_or_default()
+                );
             }
         }
     }

@@ -143,6 +143,7 @@ impl Bridge {
         let mut batch: Vec<ClusterMsg> = Vec::with_capacity(BATCH);
         loop {
             if link.is_none() && Instant::now() >= next_try {
+                let began = Instant::now();
                 match self.connect() {
                     Ok(l) => {
                         let at = match (&self.endpoint, &self.client) {
@@ -163,6 +164,9 @@ impl Bridge {
                     }
                     Err(e) => {
                         ClusterStats::add(&self.stats.errors, 1);
+                        // Only the first failure of an outage is a warning; the retries are
+                        // here for whoever debugs one.
+                        log::debug!("cluster: connecting failed: {e}");
                         match &e {
                             LinkError::ClusterEndpoint(evidence) => {
                                 self.log_refusal(evidence);
@@ -184,7 +188,10 @@ impl Bridge {
                             }
                             _ => {}
                         }
-                        next_try = Instant::now() + backoff;
+                        // From the start of the attempt: time spent waiting for an unreachable Redis or
+                        // Sentinel is part of the wait, so a node back from a partition retries
+                        // within one backoff of the heal.
+                        next_try = began + backoff;
                         backoff = (backoff * 2).min(BACKOFF_MAX);
                     }
                 }
@@ -422,7 +429,7 @@ impl Bridge {
         let client = match (&self.endpoint, self.resolver.as_mut()) {
             (Endpoint::Direct(c), _) => c.clone(),
             (Endpoint::Sentinel(_), Some(r)) => {
-                r.master(IO_TIMEOUT * 2).map_err(LinkError::Unreachable)?
+                r.master(IO_TIMEOUT).map_err(LinkError::Unreachable)?
             }
             (Endpoint::Sentinel(_), None) => {
                 return Err(LinkError::Unreachable("no Sentinel lookup thread".into()))
