@@ -12,6 +12,7 @@ Usage: lab-delay.py PORT DELAY_MS JITTER_MS MARK
 """
 import asyncio
 import random
+import resource
 import socket
 import struct
 import sys
@@ -20,6 +21,7 @@ SO_ORIGINAL_DST = 80
 
 
 async def pump(reader, writer, delay, jitter):
+    """Copy reader to writer, each chunk DELAY (+ jitter) later; returns at EOF or error."""
     loop = asyncio.get_running_loop()
     queue = asyncio.Queue()
     last = 0.0
@@ -31,7 +33,8 @@ async def pump(reader, writer, delay, jitter):
             if wait > 0:
                 await asyncio.sleep(wait)
             if data is None:
-                writer.close()
+                if writer.can_write_eof():
+                    writer.write_eof()
                 return
             writer.write(data)
             await writer.drain()
@@ -46,13 +49,13 @@ async def pump(reader, writer, delay, jitter):
             if not data:
                 break
         await task
-    except (ConnectionError, OSError):
+    finally:
         task.cancel()
-        writer.close()
 
 
 async def handle(reader, writer, delay, jitter, mark):
     sock = writer.get_extra_info("socket")
+    up = None
     try:
         raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
         port, packed = struct.unpack_from("!2xH4s", raw)
@@ -67,17 +70,31 @@ async def handle(reader, writer, delay, jitter, mark):
         await asyncio.wait_for(asyncio.get_running_loop().sock_connect(up, (host, port)), 3)
         ureader, uwriter = await asyncio.open_connection(sock=up)
     except (OSError, asyncio.TimeoutError):
+        if up is not None:
+            up.close()
         writer.close()
         return
-    await asyncio.gather(
-        pump(reader, uwriter, delay, jitter),
-        pump(ureader, writer, delay, jitter),
-        return_exceptions=True,
-    )
+    tasks = {
+        asyncio.create_task(pump(reader, uwriter, delay, jitter)),
+        asyncio.create_task(pump(ureader, writer, delay, jitter)),
+    }
+    # Once one direction ends (EOF or error), the other gets a moment to drain; then both
+    # sockets close, so nothing piles up however the peers behave.
+    _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    if pending:
+        await asyncio.wait(pending, timeout=5)
+    for t in tasks:
+        t.cancel()
+    writer.close()
+    uwriter.close()
 
 
 async def main():
     port, delay, jitter, mark = (int(a) for a in sys.argv[1:5])
+    # Python's default soft limit (1024) is lower than what a node's reconnect attempts can
+    # hold open during a long partition.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     server = await asyncio.start_server(
         lambda r, w: handle(r, w, delay, jitter, mark), "127.0.0.1", port
     )

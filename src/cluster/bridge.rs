@@ -473,7 +473,7 @@ impl Bridge {
         self.sub_ctl
             .send(SubCtl::Subscribe {
                 channel: channel.clone(),
-                client,
+                client: Box::new(client),
                 tls: self.endpoint.tls(),
             })
             .map_err(|_| LinkError::SubscriberGone)?;

@@ -19,7 +19,7 @@ pub enum SubCtl {
     /// end up on different servers mid-failover.
     Subscribe {
         channel: String,
-        client: redis::Client,
+        client: Box<redis::Client>,
         tls: bool,
     },
     /// Stop listening (the bridge gave up on this incarnation).
@@ -61,7 +61,7 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub fn run(self) {
-        let mut want: Option<(String, redis::Client, bool)> = None;
+        let mut want: Option<(String, Box<redis::Client>, bool)> = None;
         loop {
             let (channel, client, tls) = match want.take() {
                 Some(c) => c,
@@ -245,7 +245,7 @@ pub fn server_text_frame(frame: &[u8]) -> Result<(), &'static str> {
 }
 
 enum Next {
-    Resubscribe((String, redis::Client, bool)),
+    Resubscribe((String, Box<redis::Client>, bool)),
     Idle,
     Exit,
 }
