@@ -80,6 +80,7 @@ add_host() { # name
 teardown() {
   local n
   [ -z "${SLEEP_PID:-}" ] || kill "$SLEEP_PID" 2>/dev/null || true
+  [ -z "${CHILD_PID:-}" ] || kill "$CHILD_PID" 2>/dev/null || true
   for n in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$P-" || true); do
     # Every process left in the lab's namespaces (servers, Redis, Sentinels, load generators).
     local pids; pids=$(ip netns pids "$n" 2>/dev/null || true)
@@ -259,7 +260,11 @@ case $cmd in
     if [ "$cmd" = run ]; then
       [ "${1:-}" = -- ] && shift
       [ $# -gt 0 ] || die "usage: $0 run N [LOADGENS] -- CMD..."
-      LAB_URL=$(sentinel_url) "$@"
+      # In the background, so that a signal to this script runs the teardown at once
+      # instead of after the command (bash runs traps only between foreground commands).
+      LAB_URL=$(sentinel_url) "$@" &
+      CHILD_PID=$!
+      wait "$CHILD_PID"
     else
       echo $$ >"$DIR/up.pid"
       touch "$DIR/ready"

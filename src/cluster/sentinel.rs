@@ -26,8 +26,10 @@ pub struct Resolver {
     generation: u64,
 }
 
-/// Lookups running at once; more asks wait for one of them.
-const MAX_LOOKUPS: usize = 4;
+/// Lookups running at once; more asks wait for one of them. Each ends within the TCP bounds
+/// of [`super::target::SENTINEL_TCP_TIMEOUT`] per Sentinel plus
+/// [`super::target::DATA_TCP_TIMEOUT`] for the master's role check.
+const MAX_LOOKUPS: usize = 8;
 
 impl Resolver {
     pub fn new(spec: &SentinelSpec) -> Resolver {

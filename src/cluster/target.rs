@@ -56,11 +56,15 @@ pub struct SentinelSpec {
     ca: Option<Vec<u8>>,
 }
 
-/// Bounds every connection the crate's Sentinel code opens: it sets no connect or read
+/// Bound every connection the crate's Sentinel code opens: it sets no connect or read
 /// timeout of its own, and a partitioned Sentinel or master would otherwise hold a lookup for
-/// the kernel's two minutes of SYN retries. Unacknowledged data (or SYNs) for this long end
-/// the connection.
+/// the kernel's minutes of retransmissions. Unacknowledged data (or SYNs) for this long end
+/// the connection. Sentinels answer only lookups, so they get a short bound; the data nodes'
+/// connections carry the bridge's traffic after the lookup, where a connect storm on a busy
+/// host (the 100k run in BENCHMARKS.md) can hold an acknowledgement for more than 2 s, and
+/// the bridge's own 2 s read timeouts already decide when the link has failed.
 pub const SENTINEL_TCP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+pub const DATA_TCP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl SentinelSpec {
     pub fn client(&self) -> redis::RedisResult<redis::sentinel::SentinelClient> {
@@ -77,12 +81,14 @@ impl SentinelSpec {
                 redis::ConnectionAddr::Tcp(h.clone(), *p)
             }
         });
-        let tcp = redis::io::tcp::TcpSettings::default()
-            .set_nodelay(true)
-            .set_user_timeout(SENTINEL_TCP_TIMEOUT);
+        let tcp = |t| {
+            redis::io::tcp::TcpSettings::default()
+                .set_nodelay(true)
+                .set_user_timeout(t)
+        };
         let mut b = SentinelClientBuilder::new(addrs, &self.master, SentinelServerType::Master)?
-            .set_client_to_sentinel_tcp_settings(tcp.clone())
-            .set_client_to_redis_tcp_settings(tcp);
+            .set_client_to_sentinel_tcp_settings(tcp(SENTINEL_TCP_TIMEOUT))
+            .set_client_to_redis_tcp_settings(tcp(DATA_TCP_TIMEOUT));
         if let Some(u) = &self.sentinel_user {
             b = b.set_client_to_sentinel_username(u);
         }
