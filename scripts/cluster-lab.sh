@@ -205,7 +205,8 @@ shape() { # node netem-args...
   # The proxy listens before anything is redirected to it.
   for _ in $(seq 50); do
     [ "$delay" -gt 0 ] || break
-    ip netns exec "$n" bash -c "exec 3<>/dev/tcp/127.0.0.1/$DELAY_PORT" 2>/dev/null && break
+    # Look, do not connect: a connection of its own would not be a redirected one.
+    ss -N "$n" -ltn "sport = :$DELAY_PORT" | grep -q LISTEN && break
     sleep 0.1
   done
 }

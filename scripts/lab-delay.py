@@ -60,6 +60,11 @@ async def handle(reader, writer, delay, jitter, mark):
         raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
         port, packed = struct.unpack_from("!2xH4s", raw)
         host = socket.inet_ntoa(packed)
+        if (host, port) == sock.getsockname()[:2]:
+            # Not redirected (someone connected to the proxy itself): following it would
+            # connect the proxy to itself, again and again, until it runs out of descriptors.
+            writer.close()
+            return
         up = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         up.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
         up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
