@@ -49,6 +49,18 @@ fn spawn_sentinel(dir: &TempDir, port: u16, master: u16) -> Child {
     cmd.spawn().expect("start a Sentinel")
 }
 
+/// Kills and reaps its processes when dropped, however the test ends.
+struct Reaped(Vec<Child>);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 fn partner_left_within(c: &mut Client, within: Duration) {
     let v: Value = c.next_json(within);
     assert_eq!(v["type"], "partner_left", "expected partner_left, got {v}");
@@ -62,7 +74,8 @@ fn nodes_follow_the_master_through_a_sentinel_failover() {
     let (mp, rp) = (free_port(), free_port());
     let auth = ["--requirepass", DATA_PW, "--masterauth", DATA_PW];
     let mut master = spawn_redis(["--port", &mp.to_string()].iter().chain(&auth));
-    let _replica = spawn_redis(
+    let mut others = Reaped(Vec::new());
+    others.0.push(spawn_redis(
         [
             "--port",
             &rp.to_string(),
@@ -72,12 +85,11 @@ fn nodes_follow_the_master_through_a_sentinel_failover() {
         ]
         .iter()
         .chain(&auth),
-    );
+    ));
     let sports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let _sentinels: Vec<Child> = sports
-        .iter()
-        .map(|&p| spawn_sentinel(&dir, p, mp))
-        .collect();
+    others
+        .0
+        .extend(sports.iter().map(|&p| spawn_sentinel(&dir, p, mp)));
     // Every Sentinel knows the replica and the two others before anything is killed.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
