@@ -48,6 +48,9 @@ BIN=$ROOT/target/release/roulette
 log "cargo test (unit, property and integration tests)"
 cargo test --workspace -q 2>&1 | tee /tmp/roulette-cargo-test.log
 
+log "hostile clients (tests/hostile.rs, release binary)"
+cargo test --release --test hostile -- --ignored --test-threads=1
+
 log "cargo bench (each criterion benchmark once, as a smoke test; BENCHMARKS.md has the numbers)"
 cargo bench -p roulette -q -- --test > /tmp/roulette-bench-smoke.log 2>&1 || { tail -30 /tmp/roulette-bench-smoke.log; exit 1; }
 grep -c '^Success' /tmp/roulette-bench-smoke.log | sed 's/^/benchmarks run: /'

@@ -112,12 +112,19 @@ fn raise_fd_limit() {
     }
 }
 
+/// Listen backlog: connect bursts (a reconnect storm, a handshake flood) queue in the kernel
+/// rather than overflow into SYN retries of a second or more.
+const LISTEN_BACKLOG: libc::c_int = 1024;
+
 /// Bind the public listener through mio, which sets `SO_REUSEADDR` (a restart rebinds at
-/// once) and a listen backlog of 1024 instead of std's 128, so connect bursts queue in the
-/// kernel rather than overflow; then hand it to the blocking acceptor as a std listener.
+/// once); then hand it to the blocking acceptor as a std listener. mio 1 listens with std's
+/// backlog of 128, so the socket listens again with ours: on Linux a second `listen` on a
+/// listening socket only changes its backlog.
 fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    use std::os::fd::AsRawFd;
     let listener = mio::net::TcpListener::bind(addr)?;
     let std_listener = TcpListener::from(std::os::fd::OwnedFd::from(listener));
+    crate::sys::set_listen_backlog(std_listener.as_raw_fd(), LISTEN_BACKLOG)?;
     std_listener.set_nonblocking(false)?;
     Ok(std_listener)
 }

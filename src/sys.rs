@@ -37,6 +37,41 @@ pub fn set_send_buffer(fd: RawFd, bytes: u32) -> io::Result<()> {
     )
 }
 
+/// Listen again on a listening socket: Linux then only changes its backlog.
+pub fn set_listen_backlog(fd: RawFd, backlog: libc::c_int) -> io::Result<()> {
+    // SAFETY: listen takes no pointer; a bad descriptor is an error return.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::listen(fd, backlog) };
+    check(r)
+}
+
+/// Hand free heap pages back to the system when at least `min_free` bytes of the heap are
+/// free. glibc's malloc returns only the top of an arena on its own: after a wave of
+/// connections with large queues, the freed middle stays resident, and the next wave
+/// allocates beside it instead of reusing it, so RSS ratchets up wave after wave. Returns
+/// whether it trimmed.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn trim_heap(min_free: usize) -> bool {
+    // SAFETY: mallinfo2 and malloc_trim take no pointers; both lock the arenas themselves.
+    #[allow(unsafe_code)]
+    let free = unsafe { libc::mallinfo2() }.fordblks;
+    if free < min_free {
+        return false;
+    }
+    // SAFETY: as above.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    true
+}
+
+/// Other allocators return memory on their own terms.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn trim_heap(_min_free: usize) -> bool {
+    false
+}
+
 /// Make the next close reset the connection (SO_LINGER on, 0 s): the kernel frees the
 /// socket's buffers at once instead of keeping unsent data for a peer that does not read.
 pub fn set_linger_zero(fd: RawFd) -> io::Result<()> {

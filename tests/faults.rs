@@ -1464,8 +1464,10 @@ fn running_out_of_file_descriptors_then_recovering() {
 #[test]
 fn shutdown_with_thousands_of_clients_closes_all_1001_within_the_grace_period() {
     let _g = serial();
-    let _w = watchdog(80);
-    let mut server = Server::start(&["--shards", "2", "--grace-period", "5"]);
+    let _w = watchdog(120);
+    // The grace period is long enough for 5,000 clients to answer on a loaded machine: the test
+    // shows every client closed and the server leaving because of that, not because time ran out.
+    let mut server = Server::start(&["--shards", "2", "--grace-period", "30"]);
     let chatter = Chatter::start(server.addr, PACE);
     const THREADS: usize = 8;
     const PER_THREAD: usize = 625;
@@ -1558,14 +1560,14 @@ fn shutdown_with_thousands_of_clients_closes_all_1001_within_the_grace_period() 
     let all_closed = t0.elapsed();
     assert!(errors.is_empty(), "{}", errors.join("\n"));
     let status = server
-        .wait_exit(Duration::from_secs(8))
+        .wait_exit(Duration::from_secs(30))
         .expect("the server did not exit");
     let took = t0.elapsed();
     eprintln!("{closed} clients got 1001 within {all_closed:?}; exit {status} after {took:?}");
     assert!(status.success(), "exit status {status}");
     assert!(
-        took < Duration::from_millis(5500),
-        "exited {took:?} after SIGTERM (grace period 5 s)"
+        took < Duration::from_secs(30),
+        "exited {took:?} after SIGTERM (grace period 30 s)"
     );
     assert!(
         server.log_contains("drained: every connection closed"),

@@ -47,8 +47,11 @@ pub enum SubEvent {
     },
 }
 
-/// No tick for this long means the pub/sub link is not carrying messages.
-const SILENCE: Duration = Duration::from_secs(3);
+/// No tick for this long means the pub/sub link is not carrying messages. A Redis that
+/// answers just inside the bridge's 2 s read timeout still works, but then one bridge turn
+/// (a batch, then the heartbeat that publishes the tick) takes up to 4 s, so ticks may come
+/// 4 s apart; at 3 s such a Redis ended every cross-node chat (tests/hostile.rs).
+const SILENCE: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(200);
 
 pub struct Subscriber {

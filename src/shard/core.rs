@@ -124,6 +124,11 @@ impl LocalQueue {
         self.items.is_empty()
     }
 
+    /// Bytes of relay frames waiting.
+    pub fn bytes(&self) -> usize {
+        self.frames.len()
+    }
+
     /// Forget a delivered batch, keeping the buffers' capacity.
     pub fn clear(&mut self) {
         self.items.clear();

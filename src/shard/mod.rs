@@ -45,6 +45,11 @@ pub const WAKER_TOKEN: Token = Token(usize::MAX - 1);
 const READ_BUF_BYTES: usize = 64 * 1024;
 /// Full reads per connection per turn before it waits its turn again (fairness).
 const READ_BUDGET: usize = 4;
+/// How often shard 0 may give free heap back to the system, and the least free heap worth it.
+const TRIM_EVERY_MS: u32 = 1000;
+const TRIM_MIN_FREE: usize = 4 << 20;
+/// Relay frames between pairs of this shard delivered mid-turn once this many are waiting.
+const LOCAL_FLUSH_BYTES: usize = 1 << 20;
 /// The timer sweep runs every tenth of the shortest configured timeout, within these bounds:
 /// a deadline passes at most a tenth (and at most a second) late, and a sweep, which looks at
 /// every connection, runs once a second with the default timeouts.
@@ -115,6 +120,8 @@ pub struct Shard {
     sweeps: u32,
     /// Connections watched for a write stall.
     stalls: HashMap<usize, Stall>,
+    /// When shard 0 last looked for free heap to give back.
+    last_trim: u32,
 }
 
 impl Shard {
@@ -160,6 +167,7 @@ impl Shard {
             last_sweep: 0,
             sweeps: 0,
             stalls: HashMap::new(),
+            last_trim: 0,
         }
     }
 
@@ -226,6 +234,7 @@ impl Shard {
                 }
                 if ev.is_readable() || hup {
                     self.on_readable(slot);
+                    self.settle_if_large();
                 }
             }
             if woken {
@@ -234,6 +243,7 @@ impl Shard {
             self.drain_inbox();
             for slot in std::mem::take(&mut self.ready_again) {
                 self.on_readable(slot);
+                self.settle_if_large();
             }
             self.drain_inbox();
             // Other threads first, sockets second: a client that reads `waiting` knows its
@@ -392,6 +402,16 @@ impl Shard {
                 }
             }
             self.delivering.clear();
+        }
+    }
+
+    /// A turn may read up to a thousand sockets, each up to its read budget: under a flood
+    /// between pairs of this shard the local queue would grow to hundreds of MiB before the
+    /// turn's settle. Delivering it once it is about 1 MiB bounds it (the recipients' own
+    /// outbound caps then bound the rest).
+    fn settle_if_large(&mut self) {
+        if self.core.local.bytes() >= LOCAL_FLUSH_BYTES {
+            self.settle();
         }
     }
 
@@ -689,6 +709,12 @@ impl Shard {
 
     fn sweep(&mut self) {
         self.sweeps = self.sweeps.wrapping_add(1);
+        // One shard is enough (the trim covers every thread's arena), and at most once a
+        // second, as it locks each arena while it walks it.
+        if self.core.id == 0 && self.elapsed(self.last_trim) >= TRIM_EVERY_MS {
+            self.last_trim = self.core.now;
+            crate::sys::trim_heap(TRIM_MIN_FREE);
+        }
         // Each connection with unsent output is checked for a stall every quarter of the
         // stall time (one system call each), spread over the sweeps by slot.
         let every = (self.core.limits.stall_ms / 4 / self.core.limits.sweep_ms).max(1) as usize;
