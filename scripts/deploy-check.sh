@@ -498,7 +498,7 @@ PYEOF
 # Every example line active at once (except cluster mode, which needs Redis, and its files)
 # must start.
 mapfile -t SERVER_ENV < <(sed -n 's/^#\(ROULETTE_[A-Z_]*=.*\)$/\1/p; s/^#\(RUST_LOG=.*\)$/\1/p' "$DEPLOY/roulette.env" |
-  grep -Ev '^ROULETTE_CLUSTER(_URL_FILE|_PASSWORD_FILE|_CA_FILE)?=')
+  grep -Ev '^ROULETTE_CLUSTER(_URL_FILE|_PASSWORD_FILE|_CA_FILE|_USER)?=')
 if start_server ENVRUN; then
   pass "server starts with all ${#SERVER_ENV[@]} example settings active ($(grep -o '([^)]*)' "$ENVRUN_LOG" | tail -1))"
   kill -TERM "$ENVRUN_PID"; wait_exit "$ENVRUN_PID" 15

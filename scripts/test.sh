@@ -17,6 +17,7 @@ command -v node >/dev/null || need_apt+=(nodejs npm)
 python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v redis-server >/dev/null || need_apt+=(redis-server redis-tools)
 command -v openssl >/dev/null || need_apt+=(openssl) # tests/cluster_tls.rs makes its certificates
+command -v nft >/dev/null || need_apt+=(nftables) # tests/cluster_lab.rs without sch_netem
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
@@ -101,6 +102,9 @@ bash scripts/loadtest-smoke.sh
 
 log "cross-node relay through a real Redis (loadtest --pair-tags over two cluster nodes, brief)"
 REPEAT=1 CONNS=400 DURATION=3 RATE=2000 SKIP_BUILD=1 OUT=$(mktemp -d) bash scripts/bench-cluster.sh
+
+log "cluster lab: slow links, a partition and a Sentinel failover in network namespaces (tests/cluster_lab.rs)"
+cargo test -q --test cluster_lab -- --ignored --nocapture 2>&1 | grep -E '^\(|SKIPPED|passed in|test result|panicked' || { echo "cluster lab failed (rerun: cargo test --test cluster_lab -- --ignored --nocapture)"; exit 1; }
 
 log "pairing through the Redis cluster queue (loadtest pairing --pair-tags, two nodes with --cluster-hold 0, brief; profile step)"
 RATES=50,150 STEP=1 WARMUP=0.5 PROFILE_STEP=1 SKIP_BUILD=1 OUT=$(mktemp -d) bash scripts/bench-pairing.sh

@@ -240,7 +240,9 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
 
     /// Redis URL for cluster mode: redis://[[USER]:PASSWORD@]HOST:PORT[/DB], or rediss://...
-    /// for TLS (certificates checked against built-in WebPKI roots, or --cluster-ca-file).
+    /// for TLS (certificates checked against built-in WebPKI roots, or --cluster-ca-file), or
+    /// redis+sentinel://[SENTINEL_PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER_NAME to follow
+    /// a master through Sentinel failovers (rediss+sentinel:// for TLS).
     /// Nodes sharing one Redis pair and relay strangers across nodes. Without it the node
     /// runs alone and needs no Redis. Needs a standalone primary (replicas are fine): a Redis
     /// Cluster endpoint (cluster mode enabled) is refused. Logs show no password.
@@ -262,6 +264,11 @@ pub struct Config {
     /// from this file, verbatim except for a trailing newline; the URL then has none.
     #[arg(long, env = "ROULETTE_CLUSTER_PASSWORD_FILE", value_name = "PATH")]
     pub cluster_password_file: Option<PathBuf>,
+
+    /// redis+sentinel:// only: the ACL user on the data nodes (the URL's password is the
+    /// Sentinels'; the data nodes' password comes from --cluster-password-file).
+    #[arg(long, env = "ROULETTE_CLUSTER_USER", value_name = "USER")]
+    pub cluster_user: Option<String>,
 
     /// PEM bundle of CA certificates for a rediss:// URL whose server certificate comes from
     /// a private CA (e.g. Google Memorystore's server CA). With it, ONLY these CAs are
@@ -351,6 +358,7 @@ impl Config {
                     self.cluster_password_file.is_some(),
                 ),
                 ("--cluster-ca-file", self.cluster_ca_file.is_some()),
+                ("--cluster-user", self.cluster_user.is_some()),
             ] {
                 if set {
                     return Err(format!(

@@ -205,7 +205,12 @@ pub fn run(config: Config) -> i32 {
     let mut cluster_tx = None;
     let mut matcher_cluster = None;
     if let (Some(target), Some(stats)) = (redis_target, shared.cluster.clone()) {
-        let client = target.client;
+        let resolver = match &target.endpoint {
+            crate::cluster::target::Endpoint::Sentinel(spec) => {
+                Some(crate::cluster::sentinel::Resolver::new(spec))
+            }
+            crate::cluster::target::Endpoint::Direct(_) => None,
+        };
         let (tx, from_shards) = crossbeam_channel::bounded(queue_msgs);
         let from_shards_bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let tx = ClusterSender::new(tx, from_shards_bytes.clone(), queue_bytes);
@@ -213,8 +218,15 @@ pub fn run(config: Config) -> i32 {
         let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded();
         let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
         let table = Arc::new(std::sync::Mutex::new(crate::cluster::NodeTable::new()));
+        if let crate::cluster::target::Endpoint::Sentinel(spec) = &target.endpoint {
+            let (spec, events) = (spec.clone(), ev_tx.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name("cluster-failover".into())
+                    .spawn(move || crate::cluster::sentinel::watch(spec, events)),
+            );
+        }
         let sub = crate::cluster::subscriber::Subscriber {
-            client: client.clone(),
             ctl: ctl_rx,
             events: ev_tx,
             shards: handles.clone(),
@@ -231,7 +243,10 @@ pub fn run(config: Config) -> i32 {
             shared.node_name, target.shown, target.details
         );
         let bridge = crate::cluster::bridge::Bridge {
-            client,
+            endpoint: target.endpoint,
+            resolver,
+            client: None,
+            retry_now: false,
             target: target.shown,
             name: shared.node_name.clone(),
             from_shards,

@@ -2,8 +2,9 @@
 //! pending [`ClusterMsg`] and runs them as one pipeline, in order: pairing scripts, avoid
 //! relations, and one `PUBLISH` per destination node carrying all records for it. Between
 //! turns it heartbeats, watches the other nodes, and reconnects with backoff after an outage.
+use super::sentinel::Resolver;
 use super::subscriber::{SubCtl, SubEvent};
-use super::target::{self, Kind};
+use super::target::{self, Endpoint, Kind};
 use super::wire::{self, Record};
 use super::{parse_uid, uid, ClusterMsg, ClusterStats, NodeTable, HEARTBEAT, TTL};
 use crate::server::Shared;
@@ -24,16 +25,25 @@ pub const PURGE_LUA: &str = concat!(include_str!("lib.lua"), include_str!("purge
 
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(4);
+/// Short enough that a node back from a partition pairs across nodes again within about 5 s
+/// (PROTOCOL.md), long enough that a fleet does not hammer a Redis that is down.
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Messages taken per turn (one pipeline).
 const BATCH: usize = 4096;
 /// A payload is published once it holds this much.
 const PAYLOAD_MAX: usize = 256 * 1024;
 
 pub struct Bridge {
-    pub client: redis::Client,
+    pub endpoint: Endpoint,
+    /// Behind Sentinels: asks them for the master on every connection.
+    pub resolver: Option<Resolver>,
+    /// The Redis of the current (or last) link: behind Sentinels it changes on failover.
+    pub client: Option<redis::Client>,
     /// How logs name the Redis (no password).
     pub target: String,
+    /// Connect again at once instead of after the backoff: a failover is under way and the
+    /// new master may already be there.
+    pub retry_now: bool,
     pub name: String,
     pub from_shards: Receiver<ClusterMsg>,
     /// Bytes waiting in `from_shards` (the shards charge them; released here).
@@ -77,6 +87,9 @@ enum LinkError {
     HeartbeatExpired,
     /// The node table's lock was poisoned by a panic elsewhere.
     TablePoisoned,
+    /// The server is no longer the master (`READONLY`), or a Sentinel announced another one:
+    /// ask the Sentinels again at once.
+    Failover(String),
 }
 
 impl std::fmt::Display for LinkError {
@@ -90,6 +103,7 @@ impl std::fmt::Display for LinkError {
             LinkError::SubscriberGone => f.write_str("subscriber thread gone"),
             LinkError::HeartbeatExpired => f.write_str("our heartbeat had expired"),
             LinkError::TablePoisoned => f.write_str("node table poisoned"),
+            LinkError::Failover(e) => write!(f, "master changed: {e}"),
         }
     }
 }
@@ -129,10 +143,17 @@ impl Bridge {
         let mut batch: Vec<ClusterMsg> = Vec::with_capacity(BATCH);
         loop {
             if link.is_none() && Instant::now() >= next_try {
+                let began = Instant::now();
                 match self.connect() {
                     Ok(l) => {
+                        let at = match (&self.endpoint, &self.client) {
+                            (Endpoint::Sentinel(_), Some(c)) => {
+                                format!(" (master {})", super::sentinel::addr_of(c))
+                            }
+                            _ => String::new(),
+                        };
                         info!(
-                            "cluster: connected to Redis at {} as node {} (node name {})",
+                            "cluster: connected to Redis at {}{at} as node {} (node name {})",
                             self.target, l.id, self.name
                         );
                         self.set_up(true);
@@ -143,12 +164,15 @@ impl Bridge {
                     }
                     Err(e) => {
                         ClusterStats::add(&self.stats.errors, 1);
+                        // Only the first failure of an outage is a warning; the retries are
+                        // here for whoever debugs one.
+                        log::debug!("cluster: connecting failed: {e}");
                         match &e {
                             LinkError::ClusterEndpoint(evidence) => {
                                 self.log_refusal(evidence);
                                 down_logged = true;
                             }
-                            LinkError::Unreachable(_) if !down_logged => {
+                            LinkError::Unreachable(_) | LinkError::Failover(_) if !down_logged => {
                                 warn!(
                                     "cluster: Redis unreachable at {} ({e}); pairing on this node only, retrying with backoff",
                                     self.target
@@ -164,7 +188,10 @@ impl Bridge {
                             }
                             _ => {}
                         }
-                        next_try = Instant::now() + backoff;
+                        // From the start of the attempt: time spent waiting for an unreachable Redis or
+                        // Sentinel is part of the wait, so a node back from a partition retries
+                        // within one backoff of the heal.
+                        next_try = began + backoff;
                         backoff = (backoff * 2).min(BACKOFF_MAX);
                     }
                 }
@@ -215,6 +242,10 @@ impl Bridge {
             while let Ok(ev) = self.sub_events.try_recv() {
                 self.on_sub_event(ev, &mut link);
             }
+            if std::mem::take(&mut self.retry_now) && link.is_none() {
+                next_try = Instant::now();
+                backoff = BACKOFF_MIN;
+            }
             if link.is_none() && !down_logged {
                 // The subscriber reported the loss (and logged it): retry quietly.
                 down_logged = true;
@@ -259,6 +290,10 @@ impl Bridge {
                 link = None;
                 self.go_down();
                 next_try = Instant::now() + backoff;
+                if matches!(e, LinkError::Failover(_)) {
+                    next_try = Instant::now();
+                    backoff = BACKOFF_MIN;
+                }
                 down_logged = true;
             }
         }
@@ -300,6 +335,31 @@ impl Bridge {
                 }
             }
             SubEvent::Subscribed { .. } => {}
+            SubEvent::SwitchMaster { to } => {
+                let now_at = self.client.as_ref().map(super::sentinel::addr_of);
+                match (link.as_ref(), &to) {
+                    (Some(_), Some(t)) if now_at.as_deref() == Some(t.as_str()) => {
+                        // Already on the new master (we reconnected before the announcement).
+                    }
+                    (Some(_), _) => {
+                        ClusterStats::add(&self.stats.errors, 1);
+                        warn!(
+                            "cluster: the Sentinels moved the master to {}; reconnecting, ending cross-node chats",
+                            to.as_deref().unwrap_or("another server")
+                        );
+                        *link = None;
+                        self.go_down();
+                        self.retry_now = true;
+                    }
+                    (None, _) => {
+                        info!(
+                            "cluster: the Sentinels moved the master to {}; connecting",
+                            to.as_deref().unwrap_or("another server")
+                        );
+                        self.retry_now = true;
+                    }
+                }
+            }
         }
     }
 
@@ -319,7 +379,12 @@ impl Bridge {
         if let Some(evidence) = target::cluster_evidence(&e) {
             return LinkError::ClusterEndpoint(evidence);
         }
-        let x = target::explain(&e, &self.client);
+        if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly) {
+            // A demoted master (failover, or an operator's REPLICAOF): the data are elsewhere
+            // now. Behind one managed endpoint the DNS name moves; behind Sentinels, ask them.
+            return LinkError::Failover(e.to_string());
+        }
+        let x = target::explain(&e, self.endpoint.tls());
         if x.unreachable {
             LinkError::Unreachable(x.text)
         } else {
@@ -361,8 +426,17 @@ impl Bridge {
 
     fn connect(&mut self) -> Result<Link, LinkError> {
         ClusterStats::add(&self.stats.connects, 1);
-        let mut con = self
-            .client
+        let client = match (&self.endpoint, self.resolver.as_mut()) {
+            (Endpoint::Direct(c), _) => c.clone(),
+            (Endpoint::Sentinel(_), Some(r)) => {
+                r.master(IO_TIMEOUT).map_err(LinkError::Unreachable)?
+            }
+            (Endpoint::Sentinel(_), None) => {
+                return Err(LinkError::Unreachable("no Sentinel lookup thread".into()))
+            }
+        };
+        self.client = Some(client.clone());
+        let mut con = client
             .get_connection_with_timeout(IO_TIMEOUT)
             .map_err(|e| self.link_err(e))?;
         con.set_read_timeout(Some(IO_TIMEOUT))
@@ -375,21 +449,24 @@ impl Bridge {
             Ok(Kind::Cluster(evidence)) => return Err(LinkError::ClusterEndpoint(evidence)),
             Err(e) => return Err(self.link_err(e)),
         }
-        let load = |con: &mut redis::Connection, src: &str| -> Result<String, LinkError> {
-            redis::cmd("SCRIPT")
-                .arg("LOAD")
-                .arg(src)
-                .query(con)
-                .map_err(|e| self.link_err(e))
-        };
-        let shas = Shas {
-            pair: load(&mut con, PAIR_LUA)?,
-            withdraw: load(&mut con, WITHDRAW_LUA)?,
-            avoid: load(&mut con, AVOID_LUA)?,
-            purge: load(&mut con, PURGE_LUA)?,
-        };
         let id = format!("{}~{:08x}", self.name, super::random_u64() as u32);
-        // Named, so an operator's CLIENT LIST shows which node each connection belongs to.
+        // One round trip for the four scripts, not four: on a link with 80 ms round trips
+        // (another zone) that is a quarter of a second sooner back after an outage or a
+        // failover.
+        let mut pipe = redis::pipe();
+        for src in [PAIR_LUA, WITHDRAW_LUA, AVOID_LUA, PURGE_LUA] {
+            pipe.cmd("SCRIPT").arg("LOAD").arg(src);
+        }
+        let (pair, withdraw, avoid, purge): (String, String, String, String) =
+            pipe.query(&mut con).map_err(|e| self.link_err(e))?;
+        let shas = Shas {
+            pair,
+            withdraw,
+            avoid,
+            purge,
+        };
+        // Named, so an operator's CLIENT LIST shows which node each connection belongs to;
+        // on its own, because a Redis that refuses the name must still be usable.
         let _: redis::RedisResult<()> = redis::cmd("CLIENT")
             .arg("SETNAME")
             .arg(format!("roulette-{id}-cmd"))
@@ -399,6 +476,8 @@ impl Bridge {
         self.sub_ctl
             .send(SubCtl::Subscribe {
                 channel: channel.clone(),
+                client: Box::new(client),
+                tls: self.endpoint.tls(),
             })
             .map_err(|_| LinkError::SubscriberGone)?;
         let deadline = Instant::now() + IO_TIMEOUT;

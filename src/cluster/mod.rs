@@ -12,6 +12,7 @@
 //! See ARCHITECTURE.md ("Cluster") for the design and its trade-offs.
 pub mod bridge;
 pub mod queue;
+pub mod sentinel;
 pub mod subscriber;
 pub mod target;
 pub mod wire;

@@ -14,8 +14,14 @@ use std::time::{Duration, Instant};
 
 /// From the bridge.
 pub enum SubCtl {
-    /// Subscribe to this incarnation's channel (dropping any older subscription).
-    Subscribe { channel: String },
+    /// Subscribe to this incarnation's channel (dropping any older subscription), on the Redis
+    /// the bridge's command link uses: behind Sentinels the two must not ask separately and
+    /// end up on different servers mid-failover.
+    Subscribe {
+        channel: String,
+        client: Box<redis::Client>,
+        tls: bool,
+    },
     /// Stop listening (the bridge gave up on this incarnation).
     Unsubscribe,
 }
@@ -35,6 +41,10 @@ pub enum SubEvent {
     Gap {
         node: u16,
     },
+    /// A Sentinel announced a new master (`host:port`), from the failover watcher.
+    SwitchMaster {
+        to: Option<String>,
+    },
 }
 
 /// No tick for this long means the pub/sub link is not carrying messages. A Redis that
@@ -45,7 +55,6 @@ const SILENCE: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(200);
 
 pub struct Subscriber {
-    pub client: redis::Client,
     pub ctl: Receiver<SubCtl>,
     pub events: Sender<SubEvent>,
     pub shards: Vec<ShardHandle>,
@@ -55,17 +64,21 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub fn run(self) {
-        let mut want: Option<String> = None;
+        let mut want: Option<(String, Box<redis::Client>, bool)> = None;
         loop {
-            let channel = match want.take() {
+            let (channel, client, tls) = match want.take() {
                 Some(c) => c,
                 None => match self.ctl.recv() {
-                    Ok(SubCtl::Subscribe { channel }) => channel,
+                    Ok(SubCtl::Subscribe {
+                        channel,
+                        client,
+                        tls,
+                    }) => (channel, client, tls),
                     Ok(SubCtl::Unsubscribe) => continue,
                     Err(_) => return,
                 },
             };
-            match self.listen(&channel) {
+            match self.listen(&channel, &client, tls) {
                 Next::Resubscribe(c) => want = Some(c),
                 Next::Idle => {}
                 Next::Exit => return,
@@ -81,14 +94,11 @@ impl Subscriber {
     }
 
     /// Listen on `channel` until told otherwise or the link fails.
-    fn listen(&self, channel: &str) -> Next {
-        let mut con = match self
-            .client
-            .get_connection_with_timeout(Duration::from_secs(2))
-        {
+    fn listen(&self, channel: &str, client: &redis::Client, tls: bool) -> Next {
+        let mut con = match client.get_connection_with_timeout(Duration::from_secs(2)) {
             Ok(c) => c,
             Err(e) => {
-                self.lost(channel, super::target::explain(&e, &self.client).text);
+                self.lost(channel, super::target::explain(&e, tls).text);
                 return Next::Idle;
             }
         };
@@ -115,7 +125,11 @@ impl Subscriber {
         let mut last_heard = Instant::now();
         loop {
             match self.ctl.try_recv() {
-                Ok(SubCtl::Subscribe { channel: c }) => return Next::Resubscribe(c),
+                Ok(SubCtl::Subscribe {
+                    channel: c,
+                    client,
+                    tls,
+                }) => return Next::Resubscribe((c, client, tls)),
                 Ok(SubCtl::Unsubscribe) => return Next::Idle,
                 Err(crossbeam_channel::TryRecvError::Disconnected) => return Next::Exit,
                 Err(crossbeam_channel::TryRecvError::Empty) => {}
@@ -234,7 +248,7 @@ pub fn server_text_frame(frame: &[u8]) -> Result<(), &'static str> {
 }
 
 enum Next {
-    Resubscribe(String),
+    Resubscribe((String, Box<redis::Client>, bool)),
     Idle,
     Exit,
 }
@@ -280,7 +294,6 @@ mod tests {
         let (ev_tx, _ev_rx) = crossbeam_channel::unbounded();
         let (_ctl_tx, ctl_rx) = crossbeam_channel::unbounded();
         let sub = Subscriber {
-            client: redis::Client::open("redis://127.0.0.1:1").unwrap(),
             ctl: ctl_rx,
             events: ev_tx,
             shards: vec![ShardHandle::new(tx, waker, 1 << 20)],

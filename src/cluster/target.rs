@@ -12,15 +12,114 @@ use std::path::Path;
 
 /// A resolved `--cluster` setting.
 pub struct RedisTarget {
-    pub client: redis::Client,
+    pub endpoint: Endpoint,
     /// `scheme://[user@]host:port[/db]`: what logs call this Redis. No password.
     pub shown: String,
     /// How the link is secured and authenticated, for the startup line.
     pub details: String,
 }
 
+/// Where the Redis is.
+pub enum Endpoint {
+    /// One address: a standalone Redis, or a managed service that fails over behind one
+    /// endpoint.
+    Direct(redis::Client),
+    /// A master named by Sentinels. The `redis` crate looks the master up only when it
+    /// connects, so the bridge asks again on every (re)connection.
+    Sentinel(SentinelSpec),
+}
+
+impl Endpoint {
+    pub fn tls(&self) -> bool {
+        match self {
+            Endpoint::Direct(c) => matches!(
+                c.get_connection_info().addr(),
+                redis::ConnectionAddr::TcpTls { .. }
+            ),
+            Endpoint::Sentinel(s) => s.tls,
+        }
+    }
+}
+
+/// A `redis+sentinel://` target, kept as parts so that each thread that needs a lookup (the
+/// bridge's resolver, the `+switch-master` watcher) builds a `SentinelClient` of its own: the
+/// crate's client needs `&mut` for every lookup.
+#[derive(Clone)]
+pub struct SentinelSpec {
+    pub sentinels: Vec<(String, u16)>,
+    pub master: String,
+    tls: bool,
+    sentinel_user: Option<String>,
+    sentinel_password: Option<String>,
+    data_user: Option<String>,
+    data_password: Option<String>,
+    ca: Option<Vec<u8>>,
+}
+
+/// Bound every connection the crate's Sentinel code opens: it sets no connect or read
+/// timeout of its own, and a partitioned Sentinel or master would otherwise hold a lookup for
+/// the kernel's minutes of retransmissions. Unacknowledged data (or SYNs) for this long end
+/// the connection. Sentinels answer only lookups, so they get a short bound; the data nodes'
+/// connections carry the bridge's traffic after the lookup, where a connect storm on a busy
+/// host (the 100k run in BENCHMARKS.md) can hold an acknowledgement for more than 2 s, and
+/// the bridge's own 2 s read timeouts already decide when the link has failed.
+pub const SENTINEL_TCP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+pub const DATA_TCP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl SentinelSpec {
+    pub fn client(&self) -> redis::RedisResult<redis::sentinel::SentinelClient> {
+        use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+        let addrs = self.sentinels.iter().map(|(h, p)| {
+            if self.tls {
+                redis::ConnectionAddr::TcpTls {
+                    host: h.clone(),
+                    port: *p,
+                    insecure: false,
+                    tls_params: None,
+                }
+            } else {
+                redis::ConnectionAddr::Tcp(h.clone(), *p)
+            }
+        });
+        let tcp = |t| {
+            redis::io::tcp::TcpSettings::default()
+                .set_nodelay(true)
+                .set_user_timeout(t)
+        };
+        let mut b = SentinelClientBuilder::new(addrs, &self.master, SentinelServerType::Master)?
+            .set_client_to_sentinel_tcp_settings(tcp(SENTINEL_TCP_TIMEOUT))
+            .set_client_to_redis_tcp_settings(tcp(DATA_TCP_TIMEOUT));
+        if let Some(u) = &self.sentinel_user {
+            b = b.set_client_to_sentinel_username(u);
+        }
+        if let Some(p) = &self.sentinel_password {
+            b = b.set_client_to_sentinel_password(p);
+        }
+        if let Some(u) = &self.data_user {
+            b = b.set_client_to_redis_username(u);
+        }
+        if let Some(p) = &self.data_password {
+            b = b.set_client_to_redis_password(p);
+        }
+        if self.tls {
+            b = b.set_client_to_redis_tls_mode(redis::TlsMode::Secure);
+            if let Some(pem) = &self.ca {
+                let certs = || redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                };
+                b = b
+                    .set_client_to_redis_certificates(certs())
+                    .set_client_to_sentinel_certificates(certs());
+            }
+        }
+        b.build()
+    }
+}
+
 /// What a configured URL looks like, for errors.
-const URL_FORM: &str = "redis://[[USER]:PASSWORD@]HOST:PORT[/DB] or rediss://... for TLS";
+const URL_FORM: &str = "redis://[[USER]:PASSWORD@]HOST:PORT[/DB] or rediss://... for TLS, or \
+     redis+sentinel://[SENTINEL_PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER_NAME";
 
 /// Resolve the cluster settings of `config`: `Ok(None)` when cluster mode is off. Every error
 /// names the flag at fault and never quotes the URL or the password.
@@ -47,6 +146,22 @@ pub fn from_config(config: &Config) -> Result<Option<RedisTarget>, String> {
         Some(path) => Some((read_file(path, "--cluster-ca-file")?, path.as_path())),
         None => None,
     };
+    if url.starts_with("redis+sentinel://") || url.starts_with("rediss+sentinel://") {
+        return resolve_sentinel(
+            &url,
+            &source,
+            config.cluster_user.as_deref(),
+            password_file,
+            ca,
+        )
+        .map(Some);
+    }
+    if config.cluster_user.is_some() {
+        return Err(format!(
+            "--cluster-user: only for the redis+sentinel:// form; with {source} put the user \
+             name in the URL"
+        ));
+    }
     resolve(&url, &source, password_file, ca).map(Some)
 }
 
@@ -65,6 +180,9 @@ pub fn resolve(
     // The scheme comes before any user name or password, so it is safe to quote.
     let scheme = match url.split_once("://") {
         Some((s, _)) if s == "redis" || s == "rediss" => s,
+        Some((s, _)) if s == "redis+sentinel" || s == "rediss+sentinel" => {
+            return resolve_sentinel(url, source, None, password_file, ca);
+        }
         Some((s, _)) if s.len() <= 16 && s.bytes().all(|b| b.is_ascii_alphanumeric()) => {
             return Err(format!(
                 "{source}: not a redis:// URL (nor rediss:// for TLS): scheme `{s}`; expected {URL_FORM}"
@@ -188,10 +306,202 @@ pub fn resolve(
         }
     };
     Ok(RedisTarget {
-        client,
+        endpoint: Endpoint::Direct(client),
         shown,
         details: format!("{trust}; {password_from}"),
     })
+}
+
+/// What the Sentinel form looks like, for errors.
+const SENTINEL_FORM: &str =
+    "redis+sentinel://[SENTINEL_PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER_NAME (rediss+sentinel:// for TLS)";
+
+/// The Sentinel form. The URL's password (if any) is the Sentinels'; the data nodes' user and
+/// password come from `--cluster-user` and `--cluster-password-file`, since one URL cannot
+/// carry two sets of credentials without inventing syntax.
+pub fn resolve_sentinel(
+    url: &str,
+    source: &str,
+    data_user: Option<&str>,
+    password_file: Option<(String, &Path)>,
+    ca: Option<(String, &Path)>,
+) -> Result<RedisTarget, String> {
+    let bad = |why: &str| format!("{source}: {why}; expected {SENTINEL_FORM}");
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| bad("not a redis+sentinel:// URL"))?;
+    let tls = match scheme {
+        "redis+sentinel" => false,
+        "rediss+sentinel" => true,
+        _ => return Err(bad("not a redis+sentinel:// URL")),
+    };
+    let (authority, master) = rest
+        .split_once('/')
+        .ok_or_else(|| bad("no /MASTER_NAME after the Sentinel addresses"))?;
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let master_ok = !master.is_empty()
+        && master.len() <= 64
+        && master
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !master_ok {
+        return Err(bad(
+            "the master name must be letters, digits, `.`, `_` or `-` (no query string or \
+             fragment), at most 64",
+        ));
+    }
+    let (sentinel_user, sentinel_password) = match userinfo {
+        None => (None, None),
+        Some(u) => {
+            let (user, pw) = match u.split_once(':') {
+                Some((user, pw)) => (Some(user), pw),
+                None => (None, u),
+            };
+            let user = user
+                .filter(|u| !u.is_empty())
+                .map(percent_decode)
+                .transpose()
+                .map_err(|()| bad("bad %-escape in the Sentinel user name"))?;
+            let pw =
+                percent_decode(pw).map_err(|()| bad("bad %-escape in the Sentinel password"))?;
+            if pw.is_empty() {
+                return Err(bad("empty Sentinel password before @"));
+            }
+            (user, Some(pw))
+        }
+    };
+    let mut sentinels = Vec::new();
+    for hp in hosts.split(',') {
+        let (h, p) = hp
+            .rsplit_once(':')
+            .ok_or_else(|| bad("every Sentinel needs HOST:PORT"))?;
+        let h = h
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(h);
+        let port: u16 = p
+            .parse()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| bad("a Sentinel port is not a number from 1 to 65535"))?;
+        let host_ok = !h.is_empty()
+            && h != "0.0.0.0"
+            && h != "::"
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'_'));
+        if !host_ok {
+            return Err(bad(
+                "a Sentinel host is empty or not a host name or address",
+            ));
+        }
+        sentinels.push((h.to_string(), port));
+    }
+    if sentinels.len() > 16 {
+        return Err(bad("at most 16 Sentinels"));
+    }
+    let data_password = match &password_file {
+        Some((text, path)) => {
+            let pw = text
+                .strip_suffix('\n')
+                .map(|t| t.strip_suffix('\r').unwrap_or(t))
+                .unwrap_or(text);
+            if pw.is_empty() {
+                return Err(format!(
+                    "--cluster-password-file {}: the file is empty",
+                    path.display()
+                ));
+            }
+            Some(pw.to_string())
+        }
+        None => None,
+    };
+    let ca_pem = match ca {
+        Some((_, path)) if !tls => {
+            return Err(format!(
+                "--cluster-ca-file {}: only applies to TLS (rediss+sentinel://), and {source} \
+                 is redis+sentinel://",
+                path.display()
+            ))
+        }
+        Some((pem, path)) => {
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(format!(
+                    "--cluster-ca-file {}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it",
+                    path.display()
+                ));
+            }
+            Some((pem.into_bytes(), path.display().to_string()))
+        }
+        None => None,
+    };
+    let shown_hosts: Vec<String> = sentinels
+        .iter()
+        .map(|(h, p)| {
+            if h.contains(':') {
+                format!("[{h}]:{p}")
+            } else {
+                format!("{h}:{p}")
+            }
+        })
+        .collect();
+    let shown = format!("{scheme}://{}/{master}", shown_hosts.join(","));
+    let details = format!(
+        "{}; Sentinel {}; data nodes: {}{}",
+        match (&ca_pem, tls) {
+            (Some((_, path)), _) => format!("TLS, trusting only the CA certificates of {path}"),
+            (None, true) => "TLS, built-in WebPKI roots".to_string(),
+            (None, false) => "no TLS".to_string(),
+        },
+        if sentinel_password.is_some() {
+            "password from the URL"
+        } else {
+            "without password"
+        },
+        data_user.map(|u| format!("user {u}, ")).unwrap_or_default(),
+        match &password_file {
+            Some((_, path)) => format!("password from {}", path.display()),
+            None => "no password".to_string(),
+        }
+    );
+    let spec = SentinelSpec {
+        sentinels,
+        master: master.to_string(),
+        tls,
+        sentinel_user,
+        sentinel_password,
+        data_user: data_user.map(str::to_string),
+        data_password,
+        ca: ca_pem.map(|(pem, _)| pem),
+    };
+    // Built once here so that a setting the crate refuses stops the node at start.
+    spec.client().map_err(|e| format!("{source}: {e}"))?;
+    Ok(RedisTarget {
+        endpoint: Endpoint::Sentinel(spec),
+        shown,
+        details,
+    })
+}
+
+/// `%XX` escapes as in a URL's user information.
+fn percent_decode(s: &str) -> Result<String, ()> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        if c == b'%' {
+            let hex = b.get(i + 1..i + 3).ok_or(())?;
+            let hex = std::str::from_utf8(hex).map_err(|_| ())?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| ())?);
+            i += 3;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| ())
 }
 
 /// A Redis error as an operator should read it.
@@ -204,11 +514,7 @@ pub struct Explained {
     pub unreachable: bool,
 }
 
-pub fn explain(e: &redis::RedisError, client: &redis::Client) -> Explained {
-    let tls = matches!(
-        client.get_connection_info().addr(),
-        redis::ConnectionAddr::TcpTls { .. }
-    );
+pub fn explain(e: &redis::RedisError, tls: bool) -> Explained {
     // A timed-out read shows as EAGAIN ("Resource temporarily unavailable"): say what it is.
     let text = if e.is_timeout() {
         format!("timed out ({e})")
@@ -283,7 +589,11 @@ pub fn cluster_refusal(shown: &str, evidence: &str) -> String {
 /// reports the problem, and checks again, on every attempt to connect.
 pub fn check_at_start(t: &RedisTarget) -> Result<(), String> {
     const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-    let Ok(mut con) = t.client.get_connection_with_timeout(TIMEOUT) else {
+    // Behind Sentinels the bridge checks every master it is given as it connects.
+    let Endpoint::Direct(client) = &t.endpoint else {
+        return Ok(());
+    };
+    let Ok(mut con) = client.get_connection_with_timeout(TIMEOUT) else {
         return Ok(());
     };
     if con.set_read_timeout(Some(TIMEOUT)).is_err() || con.set_write_timeout(Some(TIMEOUT)).is_err()
@@ -370,6 +680,13 @@ mod tests {
         }
     }
 
+    fn direct(t: &RedisTarget) -> &redis::Client {
+        match &t.endpoint {
+            Endpoint::Direct(c) => c,
+            Endpoint::Sentinel(_) => panic!("{} is not a direct target", t.shown),
+        }
+    }
+
     fn err(url: &str) -> String {
         match resolve(url, "--cluster", None, None) {
             Ok(t) => panic!("{url} was accepted as {}", t.shown),
@@ -424,7 +741,7 @@ mod tests {
             None,
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let r = t.client.get_connection_info().redis_settings();
+        let r = direct(&t).get_connection_info().redis_settings();
         assert_eq!(r.username(), Some("alice"));
         assert_eq!(r.password(), Some(SECRET), "only the trailing newline goes");
         assert_eq!(t.shown, "rediss://alice@h:6380");
@@ -440,7 +757,7 @@ mod tests {
             None,
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let r = t.client.get_connection_info().redis_settings();
+        let r = direct(&t).get_connection_info().redis_settings();
         assert_eq!(r.password(), Some("p@ss:w/rd #1 "));
         assert_eq!(r.username(), None);
 
@@ -487,5 +804,133 @@ mod tests {
         assert!(cluster_evidence(&moved).is_some());
         let other = redis::RedisError::from((redis::ErrorKind::Io, "io"));
         assert_eq!(cluster_evidence(&other), None);
+    }
+
+    fn sentinel(t: &RedisTarget) -> &SentinelSpec {
+        match &t.endpoint {
+            Endpoint::Sentinel(s) => s,
+            Endpoint::Direct(_) => panic!("{} is not a Sentinel target", t.shown),
+        }
+    }
+
+    #[test]
+    fn sentinel_urls_name_every_sentinel_and_the_master_but_no_password() {
+        let t = ok("redis+sentinel://s3cr3t-pw@10.0.0.1:26379,10.0.0.2:26380,[::1]:26381/mymaster");
+        assert_eq!(
+            t.shown,
+            "redis+sentinel://10.0.0.1:26379,10.0.0.2:26380,[::1]:26381/mymaster"
+        );
+        assert!(!t.details.contains(SECRET), "{}", t.details);
+        assert!(
+            t.details.contains("Sentinel password from the URL"),
+            "{}",
+            t.details
+        );
+        let s = sentinel(&t);
+        assert_eq!(
+            s.sentinels,
+            vec![
+                ("10.0.0.1".to_string(), 26379),
+                ("10.0.0.2".to_string(), 26380),
+                ("::1".to_string(), 26381)
+            ]
+        );
+        assert_eq!(s.master, "mymaster");
+        assert_eq!(s.sentinel_password.as_deref(), Some(SECRET));
+        assert_eq!(s.sentinel_user, None);
+        assert!(!s.tls);
+
+        let t = ok("redis+sentinel://sentinel-a:26379/roulette.main_1");
+        let s = sentinel(&t);
+        assert_eq!(s.sentinel_password, None);
+        assert_eq!(s.sentinels, vec![("sentinel-a".to_string(), 26379)]);
+        assert!(
+            t.details.starts_with("no TLS; Sentinel without password"),
+            "{}",
+            t.details
+        );
+
+        // An ACL user for the Sentinels, and %-escapes in the password.
+        let t = ok("rediss+sentinel://watch:p%40ss%3Aw@h:26379/m");
+        let s = sentinel(&t);
+        assert!(s.tls);
+        assert_eq!(s.sentinel_user.as_deref(), Some("watch"));
+        assert_eq!(s.sentinel_password.as_deref(), Some("p@ss:w"));
+        assert_eq!(t.shown, "rediss+sentinel://h:26379/m");
+        assert!(
+            t.details.starts_with("TLS, built-in WebPKI roots"),
+            "{}",
+            t.details
+        );
+    }
+
+    #[test]
+    fn malformed_sentinel_urls_are_refused_without_quoting_them() {
+        for url in [
+            "redis+sentinel://s3cr3t-pw@10.0.0.1:26379",
+            "redis+sentinel://s3cr3t-pw@10.0.0.1:26379/",
+            "redis+sentinel://s3cr3t-pw@10.0.0.1/m",
+            "redis+sentinel://s3cr3t-pw@10.0.0.1:0/m",
+            "redis+sentinel://s3cr3t-pw@10.0.0.1:99999/m",
+            "redis+sentinel://s3cr3t-pw@10.0.0.1:26379,/m",
+            "redis+sentinel://s3cr3t-pw@:26379/m",
+            "redis+sentinel://s3cr3t-pw@0.0.0.0:26379/m",
+            "redis+sentinel://s3cr3t-pw@10.0.0.1:26379/m/x",
+            "redis+sentinel://s3cr3t-pw@10.0.0.1:26379/m?x=1",
+            "redis+sentinel://s3cr3t-pw@10.0.0.1:26379/m#insecure",
+            "redis+sentinel://s3cr3t-pw%zz@10.0.0.1:26379/m",
+            "redis+sentinel://s3cr3t-pw%@10.0.0.1:26379/m",
+            "redis+sentinel://user:@10.0.0.1:26379/m",
+            "redis+sentinel://s3cr3t-pw@h st:26379/m",
+        ] {
+            let e = err(url);
+            assert!(!e.contains(SECRET), "{url}: {e}");
+            assert!(e.starts_with("--cluster: "), "{url}: {e}");
+            assert!(
+                e.contains("redis+sentinel://[SENTINEL_PASSWORD@]"),
+                "{url}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn sentinel_data_node_credentials_and_ca_come_from_the_flags() {
+        let path = PathBuf::from("/run/secrets/pw");
+        let t = resolve_sentinel(
+            "redis+sentinel://h:26379/m",
+            "--cluster",
+            Some("roulette"),
+            Some((format!("{SECRET}\r\n"), &path)),
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let s = sentinel(&t);
+        assert_eq!(s.data_user.as_deref(), Some("roulette"));
+        assert_eq!(s.data_password.as_deref(), Some(SECRET));
+        assert_eq!(
+            t.details,
+            "no TLS; Sentinel without password; data nodes: user roulette, password from /run/secrets/pw"
+        );
+        let ca = PathBuf::from("ca.pem");
+        let e = resolve_sentinel(
+            "redis+sentinel://h:26379/m",
+            "--cluster",
+            None,
+            None,
+            Some(("x".into(), &ca)),
+        )
+        .err()
+        .unwrap_or_default();
+        assert!(e.contains("only applies to TLS"), "{e}");
+        let e = resolve_sentinel(
+            "redis+sentinel://h:26379/m",
+            "--cluster",
+            None,
+            Some(("\n".into(), &path)),
+            None,
+        )
+        .err()
+        .unwrap_or_default();
+        assert!(e.contains("empty"), "{e}");
     }
 }
