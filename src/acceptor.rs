@@ -15,20 +15,6 @@ use std::time::{Duration, Instant};
 pub fn run(listener: TcpListener, shards: Vec<ShardHandle>, shared: Arc<Shared>) {
     let mut next = 0usize;
     let mut last_log = Instant::now() - Duration::from_secs(60);
-    // Chat lines are small and latency matters more than packet count (TCP_NODELAY), and a
-    // bounded kernel send buffer makes what a client does not read pile up in our queue,
-    // where the outbound cap and the stall timeout see it (SO_SNDBUF). A bounded receive
-    // buffer caps what a flooding client parks in the kernel while we hold off reading it
-    // (SO_RCVBUF; autotuning would let it reach tcp_rmem's maximum, 6-32 MiB). Accepted
-    // sockets inherit all three from the listener.
-    let c = &shared.config;
-    if let Err(e) = crate::sys::set_listener_defaults(
-        listener.as_raw_fd(),
-        c.send_buffer_bytes,
-        c.recv_buffer_bytes,
-    ) {
-        warn!("cannot set the listener's socket options: {e}");
-    }
     loop {
         let (stream, peer) = match crate::sys::accept_nonblocking(listener.as_raw_fd()) {
             Ok(x) => x,

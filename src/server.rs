@@ -120,11 +120,23 @@ const LISTEN_BACKLOG: libc::c_int = 1024;
 /// once); then hand it to the blocking acceptor as a std listener. mio 1 listens with std's
 /// backlog of 128, so the socket listens again with ours: on Linux a second `listen` on a
 /// listening socket only changes its backlog.
-fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+fn bind_listener(config: &Config) -> std::io::Result<TcpListener> {
     use std::os::fd::AsRawFd;
-    let listener = mio::net::TcpListener::bind(addr)?;
+    let listener = mio::net::TcpListener::bind(config.listen)?;
     let std_listener = TcpListener::from(std::os::fd::OwnedFd::from(listener));
     crate::sys::set_listen_backlog(std_listener.as_raw_fd(), LISTEN_BACKLOG)?;
+    // Chat lines are small and latency matters more than packet count (TCP_NODELAY); a
+    // bounded kernel send buffer makes what a client does not read pile up in our queue,
+    // where the outbound cap and the stall timeout see it (SO_SNDBUF); a bounded receive
+    // buffer caps what a flooding client parks in the kernel while we hold off reading it
+    // (SO_RCVBUF; autotuning would let it reach tcp_rmem's maximum, 6-32 MiB). A connection
+    // takes the listener's options when its handshake completes, queued or not, so they are
+    // set here, before anyone is told we listen, not in the acceptor thread.
+    crate::sys::set_listener_defaults(
+        std_listener.as_raw_fd(),
+        config.send_buffer_bytes,
+        config.recv_buffer_bytes,
+    )?;
     std_listener.set_nonblocking(false)?;
     Ok(std_listener)
 }
@@ -146,7 +158,7 @@ pub fn run(config: Config) -> i32 {
             return 2;
         }
     }
-    let listener = match bind_listener(config.listen) {
+    let listener = match bind_listener(&config) {
         Ok(l) => l,
         Err(e) => {
             error!("cannot listen on {}: {e}", config.listen);
