@@ -17,7 +17,7 @@ mod util;
 use serde_json::Value;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -223,65 +223,13 @@ fn host(net: u8, i: usize) -> Ipv4Addr {
     Ipv4Addr::new(127, net, (i / 250) as u8, (i % 250 + 1) as u8)
 }
 
-/// A TCP connection to `dst` from `src`, with `SO_RCVBUF` set before the connect (so the
-/// window it offers is small from the start) when `rcvbuf` is given.
+/// A TCP connection to `dst` from `src` (see `connect_from_with_rcvbuf`), with Nagle off and
+/// a write timeout, as every attacker and partner here uses it.
 fn connect_src(src: Ipv4Addr, dst: SocketAddr, rcvbuf: Option<i32>) -> io::Result<TcpStream> {
-    let SocketAddr::V4(dst) = dst else {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "IPv4 only"));
-    };
-    let sin = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(ip).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    let int_len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: socket calls on a descriptor owned by the TcpStream from its creation on (it
-    // closes it on every error path); each option points at a live local of its size.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let s = TcpStream::from_raw_fd(fd);
-        let one: libc::c_int = 1;
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&one as *const libc::c_int).cast(),
-            int_len,
-        );
-        if let Some(bytes) = rcvbuf {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&bytes as *const libc::c_int).cast(),
-                int_len,
-            );
-        }
-        let local = sin(src, 0);
-        if libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let remote = sin(*dst.ip(), dst.port());
-        loop {
-            if libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) == 0 {
-                break;
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
-        s.set_nodelay(true)?;
-        s.set_write_timeout(Some(Duration::from_secs(20)))?;
-        Ok(s)
-    }
+    let s = connect_from_with_rcvbuf(src, dst, rcvbuf)?;
+    s.set_nodelay(true)?;
+    s.set_write_timeout(Some(Duration::from_secs(20)))?;
+    Ok(s)
 }
 
 /// A hand-driven chat client: exact bytes out, server frames in, reads either blocking with

@@ -39,6 +39,16 @@ pub fn reset(s: TcpStream) {
 /// loopback without setup), so that many connections do not exhaust one address's ports.
 /// The port is chosen at connect time (`IP_BIND_ADDRESS_NO_PORT`), as for a plain connect.
 pub fn connect_from(src: std::net::Ipv4Addr, dst: SocketAddr) -> io::Result<TcpStream> {
+    connect_from_with_rcvbuf(src, dst, None)
+}
+
+/// As `connect_from`, with `SO_RCVBUF` set before the connect (so the window the socket
+/// offers is small from the start) when `rcvbuf` is given.
+pub fn connect_from_with_rcvbuf(
+    src: std::net::Ipv4Addr,
+    dst: SocketAddr,
+    rcvbuf: Option<libc::c_int>,
+) -> io::Result<TcpStream> {
     use std::os::unix::io::FromRawFd;
     let SocketAddr::V4(dst) = dst else {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "IPv4 only"));
@@ -68,6 +78,15 @@ pub fn connect_from(src: std::net::Ipv4Addr, dst: SocketAddr) -> io::Result<TcpS
             (&one as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
+        if let Some(bytes) = rcvbuf {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&bytes as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
         let local = sin(src, 0);
         if libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) != 0 {
             return Err(io::Error::last_os_error());
