@@ -17,8 +17,13 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Output buffers kept for reuse, and the largest capacity worth keeping.
-const POOL_MAX: usize = 256;
+/// Output buffers kept for reuse, and the largest capacity worth keeping. A busy turn fills up
+/// to one buffer per event (the poll returns up to 1024): fewer kept would mean a `malloc` and
+/// a `free` per relayed message for the rest. Large buffers are kept only a few at a time, so
+/// the pool holds at most about 1 MiB.
+const POOL_MAX: usize = 1024;
+const POOL_LARGE_MAX: usize = 32;
+const POOL_SMALL_BUF: usize = 512;
 const POOL_BUF_MAX: usize = 16 * 1024;
 
 /// Limits in the units the loop uses (milliseconds, bytes), fixed at start.
@@ -216,7 +221,12 @@ impl Core {
     /// Keep an emptied output buffer for reuse, if it has room worth reusing.
     pub fn recycle(&mut self, mut out: Box<OutBuf>) {
         let cap = out.buf.capacity();
-        if cap > 0 && cap <= POOL_BUF_MAX && self.pool.len() < POOL_MAX {
+        let room = if cap <= POOL_SMALL_BUF {
+            POOL_MAX
+        } else {
+            POOL_LARGE_MAX
+        };
+        if cap > 0 && cap <= POOL_BUF_MAX && self.pool.len() < room {
             out.buf.clear();
             out.pos = 0;
             self.pool.push(out);
