@@ -237,7 +237,16 @@ impl Shard {
                 }
                 if ev.is_readable() || hup {
                     self.on_readable(slot);
-                    self.settle_if_large();
+                    if self.core.outbox.is_empty() {
+                        // Nothing waits for another thread: what this client's input caused
+                        // goes out now, as uWebSockets uncorks after each socket, so the
+                        // partners' answers arrive while the rest of the turn is read (and are
+                        // read together with the next ones) instead of all at its end.
+                        self.settle();
+                        self.flush_dirty();
+                    } else {
+                        self.settle_if_large();
+                    }
                 }
             }
             if woken {
