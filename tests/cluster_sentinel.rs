@@ -72,7 +72,17 @@ fn nodes_follow_the_master_through_a_sentinel_failover() {
     let _w = watchdog(120);
     let dir = TempDir::new("sentinel");
     let (mp, rp) = (free_port(), free_port());
-    let auth = ["--requirepass", DATA_PW, "--masterauth", DATA_PW];
+    // A replica's full sync writes the master's snapshot into its working directory even with
+    // persistence off: keep it in the test's folder, not the checkout.
+    let data_dir = dir.root().display().to_string();
+    let auth = [
+        "--requirepass",
+        DATA_PW,
+        "--masterauth",
+        DATA_PW,
+        "--dir",
+        data_dir.as_str(),
+    ];
     let mut master = spawn_redis(["--port", &mp.to_string()].iter().chain(&auth));
     let mut others = Reaped(Vec::new());
     others.0.push(spawn_redis(
