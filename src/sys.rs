@@ -11,7 +11,13 @@ fn check(r: libc::c_int) -> io::Result<()> {
     }
 }
 
-fn set_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
+/// Set an integer socket option.
+pub fn set_int(
+    fd: RawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live local.
     #[allow(unsafe_code)]
     let r = unsafe {

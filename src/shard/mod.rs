@@ -106,8 +106,6 @@ pub struct Shard {
     next_gen: u32,
     read_buf: Box<[u8]>,
     ready_again: Vec<usize>,
-    /// `ready_again` of the previous turn, being read (both keep their allocations).
-    reading_again: Vec<usize>,
     inbox: Inbox,
     peers: Vec<ShardHandle>,
     matcher: Sender<MatchReq>,
@@ -159,7 +157,6 @@ impl Shard {
             next_gen: 1,
             read_buf: vec![0u8; READ_BUF_BYTES].into_boxed_slice(),
             ready_again: Vec::new(),
-            reading_again: Vec::new(),
             inbox,
             peers,
             matcher,
@@ -253,14 +250,10 @@ impl Shard {
                 ShardStats::inc(&self.stats().wakeups);
             }
             self.drain_inbox();
-            std::mem::swap(&mut self.ready_again, &mut self.reading_again);
-            let mut again = std::mem::take(&mut self.reading_again);
-            for &slot in &again {
+            for slot in std::mem::take(&mut self.ready_again) {
                 self.on_readable(slot);
                 self.settle_if_large();
             }
-            again.clear();
-            self.reading_again = again;
             self.drain_inbox();
             // Other threads first, sockets second: a client that reads `waiting` knows its
             // request is already in the matchmaker's queue, ahead of anything another client

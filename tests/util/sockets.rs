@@ -70,22 +70,9 @@ pub fn connect_from_with_rcvbuf(
             return Err(io::Error::last_os_error());
         }
         let s = TcpStream::from_raw_fd(fd);
-        let one: libc::c_int = 1;
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
+        roulette::sys::set_int(fd, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1)?;
         if let Some(bytes) = rcvbuf {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&bytes as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
+            roulette::sys::set_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, bytes)?;
         }
         let local = sin(src, 0);
         if libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) != 0 {
