@@ -43,7 +43,18 @@ fi
 command -v redis-server >/dev/null || { echo "redis-server is needed (apt-get install redis-server)" >&2; exit 1; }
 
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; PIDS=(); }
+# SIGTERM first: the servers and Redis exit on it by themselves, so the shell has no killed job
+# to report; SIGKILL only for one still running after 5 s.
+cleanup() {
+  local p i
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do
+    for i in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  PIDS=()
+}
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -118,7 +129,12 @@ out, hz = sys.argv[1], int(sys.argv[2])
 rows = {}
 bad = []
 problems = []
+runs = 0
 for f in sorted(os.listdir(out)):
+    # Every run leaves a .cputicks file; one without its .json is a load generator that
+    # never got to report (not built, did not start).
+    if f.endswith(".cputicks") and not os.path.exists(os.path.join(out, f[:-9] + ".json")):
+        bad.append(f[:-9] + " (no report)")
     if not f.endswith(".json"):
         continue
     load, setup, rep = f[:-5].split("-")

@@ -48,6 +48,11 @@ fn require_release_binary() {
 /// the per-address limits off; these flags win over its variables), then `args`.
 fn start(args: &[&str]) -> Server {
     require_release_binary();
+    Server::start(&with_internet_defaults(args))
+}
+
+/// `args`, then each per-address limit at its public default unless `args` sets it.
+fn with_internet_defaults<'a>(args: &[&'a str]) -> Vec<&'a str> {
     let mut all: Vec<&str> = args.to_vec();
     for (flag, default) in [
         ("--max-connections-per-ip", "100"),
@@ -58,7 +63,7 @@ fn start(args: &[&str]) -> Server {
             all.extend([flag, default]);
         }
     }
-    Server::start(&all)
+    all
 }
 
 /// Sum of every sample of `name` (all label sets) in one scrape; 0 if absent.
@@ -1448,36 +1453,13 @@ fn a_slow_redis_keeps_cross_node_chat_in_order_and_memory_bounded() {
     let redis = Redis::start();
     let proxy = SlowProxy::start(redis.port);
     let url = format!("redis://127.0.0.1:{}", proxy.port);
-    let nodes: Vec<Server> = (1..=2)
-        .map(|i| {
-            let name = format!("n{i}");
-            start(&[
-                "--shards",
-                "2",
-                "--rate-limit-per-sec",
-                "0",
-                "--cluster",
-                &url,
-                "--node-name",
-                &name,
-                "--cluster-hold",
-                "0",
-            ])
-        })
-        .collect();
-    for n in &nodes {
-        wait_until(
-            "the node connected to Redis",
-            Duration::from_secs(30),
-            || {
-                if n.log_contains("cluster: connected to Redis") {
-                    Ok(())
-                } else {
-                    Err("not yet".into())
-                }
-            },
-        );
-    }
+    let cluster = Cluster::start_on(
+        redis,
+        &url,
+        2,
+        &with_internet_defaults(&["--cluster-hold", "0"]),
+    );
+    let nodes = &cluster.nodes;
     let (n1, n2) = (nodes[0].addr, nodes[1].addr);
     // The bystander pair spans the nodes too.
     let chatter = Chatter::start(n1, Duration::from_millis(100));
@@ -1634,7 +1616,7 @@ fn a_slow_redis_keeps_cross_node_chat_in_order_and_memory_bounded() {
     chatter.expect_progress(5, Duration::from_secs(30));
     chatter.stop().assert_complete("slow Redis");
     drop(keep);
-    for n in &nodes {
+    for n in nodes {
         assert_eq!(n.metric("roulette_cluster_redis_up"), Some(1.0));
     }
 }

@@ -158,6 +158,12 @@ impl Cluster {
     pub fn start(n: usize, extra: &[&str]) -> Cluster {
         let redis = Redis::start();
         let url = redis.url();
+        Cluster::start_on(redis, &url, n, extra)
+    }
+
+    /// Like `start`, but the nodes reach `redis` through `url`, which may lead somewhere
+    /// in between (a proxy that delays or drops its replies).
+    pub fn start_on(redis: Redis, url: &str, n: usize, extra: &[&str]) -> Cluster {
         let nodes = (1..=n)
             .map(|i| {
                 let name = format!("n{i}");
@@ -167,7 +173,7 @@ impl Cluster {
                     "--rate-limit-per-sec",
                     "0",
                     "--cluster",
-                    &url,
+                    url,
                     "--node-name",
                     &name,
                 ];
@@ -192,9 +198,10 @@ impl Cluster {
         self.nodes[i].addr
     }
 
-    /// Wait until node `i` has logged its `times`-th Redis connection.
+    /// Wait until node `i` has logged its `times`-th Redis connection (a generous deadline:
+    /// behind a delaying proxy each command of the connect takes its delay).
     pub fn wait_connected(&self, i: usize, times: usize) {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let n = self.nodes[i]
                 .log_text()
