@@ -129,7 +129,6 @@ out, hz = sys.argv[1], int(sys.argv[2])
 rows = {}
 bad = []
 problems = []
-runs = 0
 for f in sorted(os.listdir(out)):
     # Every run leaves a .cputicks file; one without its .json is a load generator that
     # never got to report (not built, did not start).
@@ -163,6 +162,7 @@ def fmt(v):
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}"
 print("| load | metric | single node | 2-node cluster | cluster / single |")
 print("|---|---|---|---|---|")
+runs = 0
 for (load, k), by in rows.items():
     s, c = med(by.get("single", [])), med(by.get("cluster", []))
     ratio = f"{c / s:.2f}" if s and c is not None else "–"

@@ -198,10 +198,9 @@ impl Cluster {
         self.nodes[i].addr
     }
 
-    /// Wait until node `i` has logged its `times`-th Redis connection (a generous deadline:
-    /// behind a delaying proxy each command of the connect takes its delay).
+    /// Wait until node `i` has logged its `times`-th Redis connection.
     pub fn wait_connected(&self, i: usize, times: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let n = self.nodes[i]
                 .log_text()
